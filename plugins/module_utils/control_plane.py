@@ -1,0 +1,202 @@
+# Copyright: CHOM platform team
+# Apache License 2.0 (see https://www.apache.org/licenses/LICENSE-2.0)
+"""Control-plane data access: the versioned schema and the storage host records.
+
+Plain Python on top of psycopg 3. Every write is done in one transaction; in check mode
+only reads run, and the statements that would run are returned instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+HOST_ROLES = ("active", "replica", "unavailable", "maintenance", "decommissioning")
+MIGRATION_STATUSES = ("pending", "in_progress", "completed", "failed")
+SCHEMA_TABLE = "chom_storage_schema_versions"
+# Any constant works; it only has to be the same for every process applying the schema.
+SCHEMA_LOCK_KEY = 0x63686F6D
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+MIGRATIONS = (
+    Migration(
+        1,
+        "storage hosts, sites column, storage migrations",
+        """
+CREATE TABLE storage_hosts (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    hostname text NOT NULL UNIQUE CHECK (hostname <> ''),
+    ip_address inet NOT NULL,
+    role text NOT NULL
+        CHECK (role IN ('active', 'replica', 'unavailable', 'maintenance', 'decommissioning')),
+    total_capacity_bytes bigint NOT NULL DEFAULT 0 CHECK (total_capacity_bytes >= 0),
+    used_capacity_bytes bigint NOT NULL DEFAULT 0 CHECK (used_capacity_bytes >= 0),
+    capacity_percent numeric(5, 2) GENERATED ALWAYS AS (
+        CASE WHEN total_capacity_bytes > 0
+             THEN round(used_capacity_bytes * 100.0 / total_capacity_bytes, 2)
+             ELSE 0 END
+    ) STORED,
+    health_status text NOT NULL DEFAULT 'unknown',
+    last_health_check_at timestamptz,
+    region text NOT NULL DEFAULT 'default',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS sites (
+    id text PRIMARY KEY,
+    domain text,
+    tier text NOT NULL DEFAULT 'starter',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE sites ADD COLUMN IF NOT EXISTS storage_host_id uuid
+    REFERENCES storage_hosts (id) ON DELETE RESTRICT;
+CREATE INDEX IF NOT EXISTS sites_storage_host_id_idx ON sites (storage_host_id);
+
+CREATE TABLE storage_migrations (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    site_id text NOT NULL,
+    source_host_id uuid NOT NULL REFERENCES storage_hosts (id),
+    dest_host_id uuid NOT NULL REFERENCES storage_hosts (id),
+    status text NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'in_progress', 'completed', 'failed')),
+    data_size_bytes bigint CHECK (data_size_bytes >= 0),
+    started_at timestamptz,
+    completed_at timestamptz,
+    failure_reason text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (source_host_id <> dest_host_id)
+);
+CREATE INDEX storage_migrations_site_id_idx ON storage_migrations (site_id);
+CREATE INDEX storage_migrations_status_idx ON storage_migrations (status);
+""",
+    ),
+)
+
+
+class SchemaError(Exception):
+    """The database holds a schema this code cannot reconcile."""
+
+
+def applied_versions(conn) -> dict[int, str]:
+    """Versions already applied, with the checksum recorded for each."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass(%s) IS NOT NULL", (SCHEMA_TABLE,))
+        if not cur.fetchone()[0]:
+            return {}
+        cur.execute(f"SELECT version, checksum FROM {SCHEMA_TABLE}")
+        return {version: checksum for version, checksum in cur.fetchall()}
+
+
+def pending_migrations(conn, migrations=MIGRATIONS) -> list[Migration]:
+    applied = applied_versions(conn)
+    for migration in migrations:
+        recorded = applied.get(migration.version)
+        if recorded is not None and recorded != migration.checksum:
+            raise SchemaError(
+                f"schema version {migration.version} was applied with different SQL "
+                f"(checksum {recorded[:12]}, expected {migration.checksum[:12]}); refusing to continue"
+            )
+    known = {m.version for m in migrations}
+    unknown = sorted(v for v in applied if v not in known)
+    if unknown:
+        raise SchemaError(f"database has schema versions {unknown} unknown to this collection; upgrade it first")
+    return [m for m in migrations if m.version not in applied]
+
+
+def apply_schema(conn, check_mode: bool = False, migrations=MIGRATIONS) -> list[Migration]:
+    """Apply pending migrations in one transaction; return those applied (or that would be)."""
+    if check_mode:
+        return pending_migrations(conn, migrations)
+    with conn.transaction():
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} ("
+                " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+        pending = pending_migrations(conn, migrations)
+        with conn.cursor() as cur:
+            for migration in pending:
+                cur.execute(migration.sql)
+                cur.execute(
+                    f"INSERT INTO {SCHEMA_TABLE} (version, name, checksum) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
+    return pending
+
+
+HOST_FIELDS = ("ip_address", "role", "total_capacity_bytes", "region")
+
+
+def get_storage_host(conn, hostname: str) -> dict | None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT id::text, hostname, host(ip_address), role, total_capacity_bytes, used_capacity_bytes,"
+            " capacity_percent::float, health_status, region FROM storage_hosts WHERE hostname = %s",
+            (hostname,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        return None
+    keys = ("id", "hostname", "ip_address", "role", "total_capacity_bytes", "used_capacity_bytes",
+            "capacity_percent", "health_status", "region")
+    return dict(zip(keys, row))
+
+
+def host_changes(current: dict | None, wanted: dict, enforce_role: bool) -> dict:
+    """Fields of ``wanted`` that differ from the stored row (all of them for a new host)."""
+    if current is None:
+        return dict(wanted)
+    changes = {}
+    for field in HOST_FIELDS:
+        if field not in wanted or wanted[field] is None:
+            continue
+        if field == "role" and not enforce_role:
+            continue
+        if current.get(field) != wanted[field]:
+            changes[field] = wanted[field]
+    return changes
+
+
+def ensure_storage_host(conn, wanted: dict, enforce_role: bool = False, check_mode: bool = False):
+    """Insert or update one storage host row. Returns (changed, before, after)."""
+    if wanted.get("role") not in HOST_ROLES:
+        raise ValueError(f"role must be one of {', '.join(HOST_ROLES)}, got {wanted.get('role')!r}")
+    hostname = wanted["hostname"]
+    with conn.transaction():
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"storage_host:{hostname}",))
+        before = get_storage_host(conn, hostname)
+        changes = host_changes(before, {k: v for k, v in wanted.items() if k != "hostname"}, enforce_role)
+        if not changes:
+            return False, before, before
+        if check_mode:
+            after = dict(before or {"hostname": hostname}, **changes)
+            return True, before, after
+        with conn.cursor() as cur:
+            if before is None:
+                columns = ["hostname", *changes]
+                cur.execute(
+                    f"INSERT INTO storage_hosts ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
+                    [hostname, *changes.values()],
+                )
+            else:
+                assignments = ", ".join(f"{field} = %s" for field in changes)
+                cur.execute(
+                    f"UPDATE storage_hosts SET {assignments}, updated_at = now() WHERE hostname = %s",
+                    [*changes.values(), hostname],
+                )
+        return True, before, get_storage_host(conn, hostname)
