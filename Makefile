@@ -1,0 +1,53 @@
+# chom-storage: the two commands are `make lab` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+PYTEST := $(BIN)/pytest
+
+.PHONY: help setup lab lab-up lab-down lab-demo test lint unit integration molecule e2e build
+
+help:
+	@echo "make lab        set up this machine, start the lab, run playbooks/site.yml and the demo"
+	@echo "make lab-down   remove the lab's containers, loop devices and database"
+	@echo "make test       lint, unit, integration, Molecule and end-to-end tests"
+
+setup:
+	@lab/setup-host.sh
+
+lab: lab-up
+	ansible-playbook playbooks/site.yml
+	$(BIN)/python lab/demo.py
+
+lab-up: setup
+	@lab/lab.sh up
+
+lab-down:
+	@lab/lab.sh down
+
+lab-demo:
+	$(BIN)/python lab/demo.py
+
+test: setup lint unit integration molecule e2e
+
+lint: setup
+	$(BIN)/ruff check plugins roles/replication/files/chom-replicate tests lab
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --profile production --offline
+
+unit: setup
+	$(PYTEST) tests/unit
+
+integration: setup
+	$(PYTEST) tests/integration
+
+molecule: setup
+	tests/molecule.sh
+
+e2e: lab-up
+	ansible-playbook playbooks/site.yml
+	$(PYTEST) tests/e2e
+
+build: setup
+	$(BIN)/ansible-galaxy collection build --force --output-path $(CURDIR)/.lab/build .
