@@ -15,7 +15,7 @@ import os
 import re
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import yaml
 
@@ -59,13 +59,14 @@ def main() -> int:
     src = make_client(f"http://{hosts[primary]}:8333", *key)
     dst = make_client(f"http://{hosts[replica]}:8333", *key)
 
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     for n in range(1, args.sites + 1):
         site = f"site-{n:03d}"
         body = os.urandom(64 * 1024 * n)
         name = f"{site}/full-{stamp}.tar.gz"
         src.put_object(Bucket=BUCKET, Key=name, Body=body, ContentType="application/gzip")
-        print(f"stored {BUCKET}/{name} on {primary} ({len(body)} bytes, sha256 {hashlib.sha256(body).hexdigest()[:16]})")
+        digest = hashlib.sha256(body).hexdigest()[:16]
+        print(f"stored {BUCKET}/{name} on {primary} ({len(body)} bytes, sha256 {digest})")
 
     run = ssh(hosts[primary], "systemctl start chom-replication.service; rc=$?; "
               "journalctl -u chom-replication.service -n 4 --no-pager -o cat; exit $rc")
@@ -90,7 +91,8 @@ def main() -> int:
     if not match:
         print("lab: no replication lag metric on the primary", file=sys.stderr)
         return 1
-    print(f"lab: ok hosts={len(hosts)} objects_replicated={verified} replication_lag_seconds={float(match.group(1)):.1f}")
+    lag = float(match.group(1))
+    print(f"lab: ok hosts={len(hosts)} objects_replicated={verified} replication_lag_seconds={lag:.1f}")
     return 0
 
 

@@ -153,7 +153,7 @@ def get_storage_host(conn, hostname: str) -> dict | None:
         return None
     keys = ("id", "hostname", "ip_address", "role", "total_capacity_bytes", "used_capacity_bytes",
             "capacity_percent", "health_status", "region")
-    return dict(zip(keys, row))
+    return dict(zip(keys, row, strict=True))
 
 
 def host_changes(current: dict | None, wanted: dict, enforce_role: bool) -> dict:

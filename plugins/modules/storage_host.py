@@ -9,8 +9,8 @@ DOCUMENTATION = r"""
 module: storage_host
 short_description: Register a storage host in the control-plane database
 description:
-  - Inserts or updates the C(storage_hosts) row of one host: IP address, role, total capacity
-    and region. Reports C(changed) only when a stored value changes.
+  - Inserts or updates the C(storage_hosts) row of one host (IP address, role, total capacity
+    and region). Reports C(changed) only when a stored value changes.
   - The role of an existing host is operational state (capacity gating, failover and
     decommissioning change it), so by default it is set only when the host is first
     registered. Set O(enforce_role=true) to overwrite it.

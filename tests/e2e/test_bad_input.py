@@ -10,7 +10,8 @@ import pytest
 # their own (timer runs) and are left out.
 FINGERPRINT = (
     "find /etc/chom-storage /etc/systemd/system /usr/local/bin /usr/local/libexec /mnt/chom-storage "
-    "-maxdepth 2 -not -path '/mnt/chom-storage/objects*' -not -path '/mnt/chom-storage/files*' -printf '%p %s %m %u %T@\\n' 2>/dev/null | sort | sha256sum; "
+    "-maxdepth 2 -not -path '/mnt/chom-storage/objects*' -not -path '/mnt/chom-storage/files*' "
+    "-printf '%p %s %m %u %T@\\n' 2>/dev/null | sort | sha256sum; "
     "findmnt -n -o SOURCE,UUID /mnt/chom-storage; systemctl is-active chom-object-store.service"
 )
 
