@@ -52,6 +52,7 @@ version:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.chom.storage.plugins.module_utils.control_plane import (
     MIGRATIONS,
     SchemaError,

@@ -73,6 +73,7 @@ import re
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.chom.storage.plugins.module_utils.s3 import (
     BOTO3_IMPORT_ERROR,
     HAS_BOTO3,

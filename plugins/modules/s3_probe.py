@@ -97,6 +97,7 @@ import time
 import uuid
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.chom.storage.plugins.module_utils.s3 import (
     BOTO3_IMPORT_ERROR,
     HAS_BOTO3,

@@ -78,6 +78,7 @@ import ipaddress
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.chom.storage.plugins.module_utils.control_plane import (
     HOST_ROLES,
     ensure_storage_host,

@@ -87,6 +87,7 @@ import stat
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.chom.storage.plugins.module_utils.volume import (
     VolumeRefused,
     parse_wipefs,
