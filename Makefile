@@ -6,12 +6,13 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 PYTEST := $(BIN)/pytest
 
-.PHONY: help setup lab lab-up lab-down lab-demo test lint unit integration molecule e2e build
+.PHONY: help setup lab lab-up lab-down lab-demo test lint unit integration molecule e2e build bench-placement
 
 help:
 	@echo "make lab        set up this machine, start the lab, run playbooks/site.yml and the demo"
 	@echo "make lab-down   remove the lab's containers, loop devices and database"
 	@echo "make test       lint, unit, integration, Molecule and end-to-end tests"
+	@echo "make bench-placement   placement speed, balance and movement against uhashring"
 
 setup:
 	@lab/setup-host.sh
@@ -51,3 +52,6 @@ e2e: lab-up
 
 build: setup
 	$(BIN)/ansible-galaxy collection build --force --output-path $(CURDIR)/.lab/build .
+
+bench-placement: setup
+	$(BIN)/python benchmarks/placement.py

@@ -200,3 +200,47 @@ def ensure_storage_host(conn, wanted: dict, enforce_role: bool = False, check_mo
                     [*changes.values(), hostname],
                 )
         return True, before, get_storage_host(conn, hostname)
+
+
+def placement_hosts(conn, thresholds=None) -> list[dict]:
+    """Every storage host as the placement ring wants it: name, capacity, role, capacity state."""
+    from ansible_collections.chom.storage.plugins.module_utils.capacity import DEFAULT_THRESHOLDS, capacity_state
+
+    with conn.cursor() as cur:
+        cur.execute("SELECT id::text, hostname, role, total_capacity_bytes, capacity_percent::float"
+                    " FROM storage_hosts ORDER BY hostname")
+        rows = cur.fetchall()
+    return [
+        {"id": host_id, "name": name, "role": role, "capacity_bytes": total or None,
+         "capacity_state": capacity_state(percent or 0.0, thresholds or DEFAULT_THRESHOLDS)}
+        for host_id, name, role, total, percent in rows
+    ]
+
+
+def site_hosts(conn, site_ids=None) -> dict[str, str | None]:
+    """Recorded hostname of each site (None when not placed yet); all sites when none given."""
+    query = ("SELECT s.id, h.hostname FROM sites s LEFT JOIN storage_hosts h ON h.id = s.storage_host_id")
+    with conn.cursor() as cur:
+        if site_ids is None:
+            cur.execute(query)
+        else:
+            cur.execute(query + " WHERE s.id = ANY(%s)", (list(site_ids),))
+        return dict(cur.fetchall())
+
+
+def record_site_hosts(conn, assignments: dict[str, str], host_ids: dict[str, str]) -> list[str]:
+    """Record hosts for sites that have none, in one transaction. Placed sites keep their host.
+
+    Returns the site IDs actually recorded (a site placed meanwhile by someone else is not).
+    """
+    recorded = []
+    with conn.transaction():
+        with conn.cursor() as cur:
+            for site_id, hostname in sorted(assignments.items()):
+                cur.execute(
+                    "UPDATE sites SET storage_host_id = %s WHERE id = %s AND storage_host_id IS NULL",
+                    (host_ids[hostname], site_id),
+                )
+                if cur.rowcount == 1:
+                    recorded.append(site_id)
+    return recorded
