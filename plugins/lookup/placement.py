@@ -17,7 +17,7 @@ version_added: 0.1.0
 author: CHOM platform team
 options:
   _terms:
-    description: Site IDs (non-empty strings).
+    description: Site IDs (non-empty strings), or lists of them.
     required: true
   hosts:
     description:
@@ -71,7 +71,9 @@ from ansible_collections.chom.storage.plugins.module_utils.placement import Plac
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         self.set_options(var_options=variables, direct=kwargs)
-        site_ids = list(terms)
+        site_ids = []
+        for term in terms:  # a list of site IDs may be given as one term
+            site_ids.extend(term if isinstance(term, list) else [term])
         if not site_ids:
             raise AnsibleLookupError("placement: give at least one site ID")
         try:

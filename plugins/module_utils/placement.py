@@ -94,6 +94,16 @@ def points_for(weight: float, vnodes: int) -> int:
     return max(1, round(vnodes * weight))
 
 
+def merge_points(points_by_host: Mapping[str, Iterable[int]]) -> tuple[list[int], list[str]]:
+    """Sorted ring positions and their owners; on a collision the smaller hostname wins."""
+    owners_at: dict[int, str] = {}
+    for name in sorted(points_by_host):
+        for position in points_by_host[name]:
+            owners_at.setdefault(position, name)
+    positions = sorted(owners_at)
+    return positions, [owners_at[p] for p in positions]
+
+
 def hash_key(text: str) -> int:
     return xxh3_64_intdigest(text.encode("utf-8"))
 
@@ -122,12 +132,10 @@ class Ring:
             raise PlacementError("no host may take new sites: " +
                                  "; ".join(f"{n}: {r}" for n, r in sorted(self.excluded.items())))
 
-        owners_at: dict[int, str] = {}
-        for name in eligible:  # sorted: on a collision the smaller hostname keeps the position
-            for i in range(points_for(self.hosts[name].weight, vnodes)):
-                owners_at.setdefault(hash_key(f"{name}#{i}"), name)
-        self._positions = sorted(owners_at)
-        self._owners = [owners_at[p] for p in self._positions]
+        self._positions, self._owners = merge_points(
+            {name: [hash_key(f"{name}#{i}") for i in range(points_for(self.hosts[name].weight, vnodes))]
+             for name in eligible}
+        )
         self.eligible = eligible
 
     def points(self) -> dict[str, int]:
@@ -149,7 +157,7 @@ class Ring:
         result = []
         append = result.append
         for site_id in site_ids:
-            if type(site_id) is not str or not site_id:
+            if type(site_id) is not str or not site_id or site_id.isspace():
                 _check_site_id(site_id)
             index = bisect(positions, digest(site_id.encode()))
             append(owners[index] if index < count else first)
