@@ -499,3 +499,19 @@ def test_objects_vanishing_or_changing_during_the_run_are_not_a_failure(replicat
     assert_ok(proc)
     assert copied(proc) == (1, 0)
     assert content_view(snapshot(rep.replica, rep.bucket)) == content_view(snapshot(rep.source, rep.bucket))
+
+
+def test_one_emptied_bucket_is_refused_even_when_other_buckets_are_large(engines, volume, tmp_path):
+    rep = Replication(engines, volume, tmp_path, buckets=2)
+    big, small = rep.buckets
+    for n in range(40):
+        rep.put(rep.source, f"obj/{n:04d}", b"big", bucket=big)
+    for n in range(2):
+        rep.put(rep.source, f"obj/{n:04d}", b"small", bucket=small)
+    assert_ok(rep.run())
+    before = snapshot(rep.replica, small)
+    rep.delete(rep.source, "obj/0000", "obj/0001", bucket=small)  # 2 of 42 in total, but all of one bucket
+
+    proc = rep.run(max_delete_percent=50)
+    assert_refused(proc, f"bucket {small}: source is empty")
+    assert snapshot(rep.replica, small) == before
