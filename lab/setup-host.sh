@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "setup-host: run as root (podman hosts, loop devices)" >&2; exit 1; }
 
 apt_packages=(podman runc debootstrap postgresql xfsprogs rsync openssh-client
-  iproute2 iptables netavark aardvark-dns make prometheus prometheus-node-exporter)
+  iproute2 iptables netavark aardvark-dns make prometheus prometheus-node-exporter lvm2 fdisk)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

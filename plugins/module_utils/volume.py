@@ -12,6 +12,7 @@ current identity as the one to wipe.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 
@@ -98,3 +99,22 @@ def plan_volume(
         f"{device} already carries {found}; refusing to format it{hint}. "
         f"To erase it, set the wipe identity to exactly '{identity}'."
     )
+
+
+# mkfs.xfs options an operator may add: geometry and features of this one device, given as a
+# flag followed by key=value settings. Everything else is refused, in particular -f/-K, the
+# log and realtime sections (-l, -r) and name=/file= settings, which could point at another device.
+MKFS_FLAGS = ("-b", "-d", "-i", "-m", "-n", "-s")
+MKFS_FORBIDDEN_KEYS = ("name", "file", "logdev", "rtdev")
+_MKFS_VALUE = re.compile(r"^[a-z_]+=[A-Za-z0-9_.]+(,[a-z_]+=[A-Za-z0-9_.]+)*$")
+
+
+def check_mkfs_options(options: list[str]) -> None:
+    """Raise VolumeRefused unless ``options`` are flag/value pairs from the allowed set."""
+    allowed = f"only {', '.join(MKFS_FLAGS)} each followed by key=value settings (no -f/--force, no other device)"
+    if len(options) % 2:
+        raise VolumeRefused(f"mkfs_options {options!r} refused: {allowed}")
+    for flag, value in zip(options[::2], options[1::2], strict=True):
+        keys = {setting.split("=", 1)[0] for setting in value.split(",")}
+        if flag not in MKFS_FLAGS or not _MKFS_VALUE.match(value) or keys & set(MKFS_FORBIDDEN_KEYS):
+            raise VolumeRefused(f"mkfs_options {flag} {value!r} refused: {allowed}")

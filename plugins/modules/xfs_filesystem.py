@@ -34,7 +34,11 @@ options:
         and the device formatted. A mounted device is never wiped.
     type: str
   mkfs_options:
-    description: Extra options for C(mkfs.xfs). C(-f) and C(--force) are rejected.
+    description:
+      - Extra options for C(mkfs.xfs), as pairs of a flag among C(-b), C(-d), C(-i), C(-m), C(-n),
+        C(-s) and its C(key=value) settings, for example C(["-m", "reflink=1"]).
+      - Anything else is refused, in particular C(-f), C(-K), C(-l), C(-r) and C(name=)/C(file=)
+        settings, which could overwrite a signature or point at another device.
     type: list
     elements: str
     default: []
@@ -90,6 +94,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.chom.storage.plugins.module_utils.volume import (
     VolumeRefused,
+    check_mkfs_options,
     parse_wipefs,
     plan_volume,
 )
@@ -151,8 +156,10 @@ def main():
 
     if not label or len(label) > 12:
         module.fail_json(msg=f"label must be 1 to 12 characters, got {label!r}")
-    if any(opt in ("-f", "--force") or opt.startswith("-f") for opt in module.params["mkfs_options"]):
-        module.fail_json(msg="mkfs_options must not contain -f/--force: formatting over a signature is refused")
+    try:
+        check_mkfs_options(module.params["mkfs_options"])
+    except VolumeRefused as refusal:
+        module.fail_json(msg=str(refusal))
     if not os.path.exists(device):
         module.fail_json(msg=f"Device {device} does not exist")
     if not stat.S_ISBLK(os.stat(device).st_mode):

@@ -9,6 +9,7 @@ import pytest
 from ansible_collections.chom.storage.plugins.module_utils.volume import (
     Signature,
     VolumeRefused,
+    check_mkfs_options,
     device_identity,
     parse_wipefs,
     plan_volume,
@@ -113,3 +114,19 @@ def test_mounted_or_partitioned_device_is_refused_even_with_matching_identity():
         plan_volume(DEV, [], [], LABEL, children=["vdb1"])
     with pytest.raises(VolumeRefused, match="holders"):
         plan_volume(DEV, GPT, [], LABEL, children=["dm-0"], wipe_identity=device_identity(GPT))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["-f"], ["--force"], ["-q", "-f"], ["-Kf"], ["-qf"], ["-l", "logdev=/dev/vdc,size=64m"],
+     ["-r", "rtdev=/dev/vdc"], ["-d", "name=/dev/vdc"], ["-d", "file=1,name=/tmp/x"], ["-m"],
+     ["-m", "reflink=1", "-f", "x"], ["-m", "reflink=1;rm"]],
+)
+def test_dangerous_mkfs_options_are_refused(options):
+    with pytest.raises(VolumeRefused, match="-f/--force"):
+        check_mkfs_options(options)
+
+
+@pytest.mark.parametrize("options", [[], ["-m", "reflink=1"], ["-i", "maxpct=5", "-d", "agcount=4,su=64k"]])
+def test_geometry_mkfs_options_are_allowed(options):
+    check_mkfs_options(options)
