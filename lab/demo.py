@@ -17,6 +17,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 
+import psycopg
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,6 +43,26 @@ def ssh(ip: str, command: str) -> subprocess.CompletedProcess:
          f"root@{ip}", command],
         capture_output=True, text=True, check=False,
     )
+
+
+def place_sites(hostvars: dict, db_password: str, sites: list[str]) -> dict[str, str]:
+    """Register the demo sites, run playbooks/place_sites.yml, and read back each site's host."""
+    connection = dict(host="127.0.0.1", port=hostvars["control_plane_db_port"], dbname="chom", user="chom_storage",
+                      password=db_password)
+    with psycopg.connect(**connection, autocommit=True) as conn:
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO sites (id, tier) VALUES (%s, 'pro') ON CONFLICT (id) DO NOTHING",
+                            [(s,) for s in sites])
+    subprocess.run([os.path.join(REPO, ".venv/bin/ansible-playbook"), "-i", os.path.join(REPO, "inventories/lab"),
+                    os.path.join(REPO, "playbooks/place_sites.yml")], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    with psycopg.connect(**connection) as conn:
+        rows = conn.execute("SELECT s.id, h.hostname FROM sites s JOIN storage_hosts h ON h.id = s.storage_host_id"
+                            " WHERE s.id = ANY(%s)", (sites,)).fetchall()
+    placement = dict(rows)
+    missing = sorted(set(sites) - set(placement))
+    if missing:
+        raise SystemExit(f"lab: placement left {', '.join(missing)} without a host")
+    return placement
 
 
 def compare(src, dst):
@@ -75,14 +96,19 @@ def main() -> int:
     src = make_client(f"http://{hosts[primary]}:8333", *key)
     dst = make_client(f"http://{hosts[replica]}:8333", *key)
 
+    # CHOM-APP creates its sites; placement gives each new one a storage host.
+    sites = [f"site-{n:03d}" for n in range(1, args.sites + 1)]
+    placement = place_sites(hostvars[primary], secrets["lab_db_password"], sites)
+
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for n in range(1, args.sites + 1):
-        site = f"site-{n:03d}"
+    for n, site in enumerate(sites, start=1):
+        host = placement[site]
         body = os.urandom(64 * 1024 * n)
         name = f"{site}/full-{stamp}.tar.gz"
-        src.put_object(Bucket=BUCKET, Key=name, Body=body, ContentType="application/gzip")
+        client = make_client(f"http://{hosts[host]}:8333", *key)
+        client.put_object(Bucket=BUCKET, Key=name, Body=body, ContentType="application/gzip")
         digest = hashlib.sha256(body).hexdigest()[:16]
-        print(f"stored {BUCKET}/{name} on {primary} ({len(body)} bytes, sha256 {digest})")
+        print(f"stored {BUCKET}/{name} on {host}, the host placement chose ({len(body)} bytes, sha256 {digest})")
 
     # A timer run that started before the uploads may still be going: `systemctl start` then
     # waits for it, so a second run is made if the first did not cover every object.
