@@ -33,7 +33,7 @@ lab-demo:
 test: setup lint unit integration molecule e2e
 
 lint: setup
-	$(BIN)/ruff check plugins roles/replication/files/chom-replicate tests lab
+	$(BIN)/ruff check plugins roles/replication/files/chom-replicate tests lab benchmarks
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production --offline
 
