@@ -6,7 +6,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 PYTEST := $(BIN)/pytest
 
-.PHONY: help setup lab lab-up lab-down lab-demo test lint unit integration molecule e2e build bench-placement
+.PHONY: help setup lab lab-up lab-down lab-demo test lint rules unit integration molecule e2e build bench-placement
 
 help:
 	@echo "make lab        set up this machine, start the lab, run playbooks/site.yml and the demo"
@@ -30,12 +30,16 @@ lab-down:
 lab-demo:
 	$(BIN)/python lab/demo.py
 
-test: setup lint unit integration molecule e2e
+test: setup lint rules unit integration molecule e2e
 
 lint: setup
 	$(BIN)/ruff check plugins roles/replication/files/chom-replicate tests lab benchmarks
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production --offline
+
+rules: setup
+	promtool check rules roles/monitoring/files/chom-storage.rules.yml
+	promtool test rules tests/promtool/chom-storage.test.yml
 
 unit: setup
 	$(PYTEST) tests/unit
