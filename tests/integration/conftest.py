@@ -17,16 +17,21 @@ Fixtures (for any test module under ``tests/integration/``):
 ``seaweedfs_factory`` (session)
     ``seaweedfs_factory(**options)`` starts one more ``weed mini`` (:class:`SeaweedFS`) and returns
     it once it is ready; call it twice for two engines. Each has ``endpoint``, an ``admin`` and a
-    restricted ``consumer`` key (:class:`S3Key`), ``client(key)`` for a boto3 S3 client, and
-    ``stop()``. Options: ``admin_secret``, ``consumer_buckets`` (granted Read/Write/List),
-    ``identities`` (a full ``-s3.config`` document instead of the default one), ``extra_args``.
+    restricted ``consumer`` key (:class:`S3Key`), ``client(key)`` for a boto3 S3 client,
+    ``module_args(key)`` for the S3 modules' options, and ``stop()``. Options: ``admin_secret``,
+    ``consumer_buckets`` (granted Read/Write/List; default ``CONSUMER_BUCKETS``), ``identities``
+    (a full ``-s3.config`` document instead of the default one: ``admin`` is then its first
+    identity with the Admin action, ``consumer`` its first without), ``extra_args`` (more
+    ``weed mini`` flags, e.g. ``["-s3.iam.readOnly=false"]``).
+    Note: weed 4.48 expands ``${VAR}`` in the secrets of ``-s3.config`` (and drops a credential
+    that names an unset variable); ``$VAR`` without braces is kept literally.
 ``seaweedfs`` (session)
     One engine started through the factory, shared by the tests that only need one.
 ``run_module`` (session)
     ``run_module(name, args, check=False, diff=False, verbosity=0)`` runs
     ``ansible localhost -m chom.storage.<name> -a '<json>'`` from the repository root with the
     repository's ansible.cfg and returns a :class:`ModuleRun` (``result``, ``failed``,
-    ``changed``, ``msg``, and the ``raw`` stdout and stderr).
+    ``changed``, ``msg``, the task's ``duration`` in seconds, and the ``raw`` stdout and stderr).
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -61,15 +68,38 @@ CONSUMER_BUCKETS = ("chom-media", "chom-backups")
 # --------------------------------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports that are free on the loopback address right now."""
+def free_ports(count: int, pair_offset: int | None = None) -> list[int]:
+    """``count`` distinct ports that are free on the loopback address right now.
+
+    With ``pair_offset``, the first two are ``p`` and ``p + pair_offset`` (``count`` includes them).
+    All sockets are held until every port is chosen, so no port is handed out twice.
+    """
     sockets = []
+
+    def bind(port: int) -> int:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            sock.close()
+            raise
+        sockets.append(sock)
+        return sock.getsockname()[1]
+
     try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((LOOPBACK, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
+        ports = []
+        if pair_offset is not None:
+            for _ in range(200):
+                first = bind(0)
+                if first + pair_offset <= 65535:
+                    with contextlib.suppress(OSError):
+                        ports = [first, bind(first + pair_offset)]
+                        break
+            else:
+                pytest.fail(f"no pair of free loopback ports {pair_offset} apart")
+        while len(ports) < count:
+            ports.append(bind(0))
+        return ports
     finally:
         for sock in sockets:
             sock.close()
@@ -92,16 +122,18 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1, alive=
     pytest.fail(f"{what}: not ready after {timeout:.0f} s (last error: {last_error!r})")
 
 
-def stop_pid(process: subprocess.Popen, timeout: float = 15) -> None:
-    """Stop one process we started: SIGTERM, then SIGKILL if it does not exit in time."""
-    if process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout)
+def stop_pids(processes: list[subprocess.Popen], timeout: float = 20) -> None:
+    """Stop processes we started, by PID: SIGTERM to all, then SIGKILL to any still running after ``timeout``."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -132,7 +164,7 @@ class PgDatabase:
     port: int
     name: str
     user: str
-    password: str
+    password: str = field(repr=False)
 
     @property
     def module_args(self) -> dict:
@@ -152,9 +184,9 @@ class PgServer:
     host: str
     port: int
     superuser: str
-    superuser_password: str
+    superuser_password: str = field(repr=False)
     app_user: str
-    app_password: str
+    app_password: str = field(repr=False)
     data_dir: Path
     _counter: int = 0
 
@@ -263,13 +295,14 @@ def weed_binary() -> Path:
 @dataclass(frozen=True)
 class S3Key:
     access_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)
 
 
 # Ports `weed mini` opens; every one is set explicitly so that no default port is used.
 WEED_PORT_FLAGS = (
+    "admin.port", "admin.port.grpc",  # first: allocated as a pair 10000 apart
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-    "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "admin.port", "admin.port.grpc",
+    "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
 )
 
 
@@ -281,9 +314,10 @@ class SeaweedFS:
     ports: dict
     base_dir: Path
     admin: S3Key
-    consumer: S3Key
+    consumer: S3Key | None
     consumer_buckets: tuple
     identities: dict = field(repr=False)
+    preexisting_sockets: frozenset = field(default=frozenset(), repr=False)
 
     @property
     def pid(self) -> int:
@@ -323,12 +357,20 @@ class SeaweedFS:
         return self.process.poll() is None
 
     def stop(self) -> None:
-        stop_pid(self.process)
-        # Unix sockets weed creates in /tmp, named after this instance's ports.
-        for port in self.ports.values():
-            for path in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+        stop_pids([self.process])
+        self.remove_sockets()
+
+    def remove_sockets(self) -> None:
+        """Unix sockets this weed left in /tmp (named after its ports) once it has exited."""
+        if self.alive():
+            return
+        for path in set(socket_files(self.ports.values())) - self.preexisting_sockets:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def socket_files(ports) -> list[str]:
+    return [path for port in ports for path in glob.glob(f"/tmp/seaweedfs-*-{port}.sock")]
 
 
 def default_identities(admin: S3Key, consumer: S3Key, consumer_buckets) -> dict:
@@ -344,6 +386,23 @@ def default_identities(admin: S3Key, consumer: S3Key, consumer_buckets) -> dict:
     }
 
 
+def keys_of(identities: dict) -> tuple[S3Key, S3Key | None]:
+    """(admin, consumer) of a custom ``-s3.config``: the first identity with the Admin action, the first without."""
+    admin = consumer = None
+    for identity in identities.get("identities", []):
+        if not identity.get("credentials"):
+            continue
+        credential = identity["credentials"][0]
+        key = S3Key(credential["accessKey"], credential["secretKey"])
+        if "Admin" in identity.get("actions", []):
+            admin = admin or key
+        else:
+            consumer = consumer or key
+    if admin is None:
+        pytest.fail("a custom -s3.config for seaweedfs_factory needs an identity with the Admin action")
+    return admin, consumer
+
+
 def new_key(prefix: str) -> S3Key:
     return S3Key(f"{prefix}{secrets.token_hex(8).upper()}", secrets.token_urlsafe(30))
 
@@ -354,19 +413,15 @@ def seaweedfs_factory():
     binary = weed_binary()
     started: list[SeaweedFS] = []
 
-    def start(admin_secret: str | None = None, consumer_buckets=CONSUMER_BUCKETS, identities: dict | None = None,
-              extra_args=(), timeout: float = 60) -> SeaweedFS:
-        admin = new_key("CHOMADMIN")
-        if admin_secret is not None:
-            admin = S3Key(admin.access_key, admin_secret)
-        consumer = new_key("CHOMAPP")
-        identities = identities or default_identities(admin, consumer, consumer_buckets)
+    def launch(identities: dict, admin: S3Key, consumer: S3Key | None, consumer_buckets, extra_args) -> SeaweedFS:
+        # The admin server's gRPC port is its HTTP port + 10000: mini's built-in plugin worker dials
+        # that address whatever -admin.port.grpc says (seen with weed 4.48).
+        ports = dict(zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS), pair_offset=10000), strict=True))
         base = Path(tempfile.mkdtemp(prefix="chom-it-weed-"))
         (base / "data").mkdir()
         config = base / "identities.json"
         config.write_text(json.dumps(identities))
         config.chmod(0o600)
-        ports = dict(zip(WEED_PORT_FLAGS, free_ports(len(WEED_PORT_FLAGS)), strict=True))
         cmd = [
             str(binary), "mini", f"-dir={base / 'data'}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
             *(f"-{flag}={port}" for flag, port in ports.items()),
@@ -374,37 +429,54 @@ def seaweedfs_factory():
             f"-s3.config={config}", f"-s3.localSocket={base / 's3.sock'}", f"-filer.localSocket={base / 'filer.sock'}",
             "-volume.preStopSeconds=0", *extra_args,
         ]
-        log = open(base / "weed.log", "wb")  # noqa: SIM115 - closed when the process is stopped
-        try:
-            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       cwd=base)
-        finally:
-            log.close()
-        server = SeaweedFS(process, ports, base, admin, consumer, tuple(consumer_buckets), identities)
+        preexisting = frozenset(socket_files(ports.values()))
+        with open(base / "weed.log", "wb") as log:
+            process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base)
+        server = SeaweedFS(process, ports, base, admin, consumer, tuple(consumer_buckets), identities, preexisting)
         started.append(server)
+        return server
 
+    def wait_ready(server: SeaweedFS, timeout: float) -> None:
         def volume_registered():
-            import urllib.request
-
             with urllib.request.urlopen(f"{server.master_url}/dir/status", timeout=2) as response:
                 topology = json.load(response)["Topology"]
             return any(rack.get("DataNodes") for dc in topology.get("DataCenters") or [] for rack in dc["Racks"])
 
-        try:
-            wait_for(volume_registered, timeout, "SeaweedFS volume server registration", alive=server.alive)
-            admin_client = server.client(attempts=1)
-            wait_for(lambda: admin_client.list_buckets() is not None, timeout, "SeaweedFS S3 API (signed ListBuckets)",
-                     alive=server.alive)
-        except BaseException:
-            server.stop()
-            print(f"--- weed log ({server.log_path}) ---\n{tail(server.log_path)}", file=sys.stderr)
-            raise
-        return server
+        wait_for(volume_registered, timeout, "SeaweedFS volume server registration", alive=server.alive)
+        admin_client = server.client(attempts=1)
+        wait_for(lambda: admin_client.list_buckets() is not None, timeout, "SeaweedFS S3 API (signed ListBuckets)",
+                 alive=server.alive)
+
+    def start(admin_secret: str | None = None, consumer_buckets=CONSUMER_BUCKETS, identities: dict | None = None,
+              extra_args=(), timeout: float = 30) -> SeaweedFS:
+        if identities is None:
+            admin = new_key("CHOMADMIN")
+            if admin_secret is not None:
+                admin = S3Key(admin.access_key, admin_secret)
+            consumer = new_key("CHOMAPP")
+            identities = default_identities(admin, consumer, consumer_buckets)
+        else:
+            admin, consumer = keys_of(identities)
+            consumer_buckets = ()
+        for attempt in range(1, 4):
+            server = launch(identities, admin, consumer, consumer_buckets, extra_args)
+            try:
+                wait_ready(server, timeout)
+                return server
+            except BaseException:
+                server.stop()
+                log = tail(server.log_path)
+                # A port taken by someone else between choosing and binding it: try again with new ports.
+                if attempt < 3 and any(sign in log.lower() for sign in ("port allocation failed", "already in use")):
+                    continue
+                print(f"--- weed log ({server.log_path}) ---\n{log}", file=sys.stderr)
+                raise
+        raise AssertionError("unreachable")
 
     yield start
+    stop_pids([server.process for server in started])
     for server in started:
-        server.stop()
-    for server in started:
+        server.remove_sockets()
         shutil.rmtree(server.base_dir, ignore_errors=True)
 
 
@@ -427,6 +499,7 @@ class ModuleRun:
     rc: int
     stdout: str
     stderr: str
+    duration: float  # seconds the task took, as the callback measured it (the module's run)
 
     @property
     def raw(self) -> str:
@@ -476,11 +549,14 @@ def run_module():
                               timeout=timeout)
         try:
             document = json.loads(proc.stdout[proc.stdout.index("{"):])
-            result = document["plays"][0]["tasks"][0]["hosts"]["localhost"]
+            task = document["plays"][0]["tasks"][0]
+            result = task["hosts"]["localhost"]
+            span = task["task"]["duration"]
+            duration = (datetime.fromisoformat(span["end"]) - datetime.fromisoformat(span["start"])).total_seconds()
         except (ValueError, KeyError, IndexError) as exc:
             pytest.fail(f"no task result from `ansible -m {name}` (rc {proc.returncode}, {exc!r}):\n"
                         f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
-        run_result = ModuleRun(result, proc.returncode, proc.stdout, proc.stderr)
+        run_result = ModuleRun(result, proc.returncode, proc.stdout, proc.stderr, duration)
         # The exit code and the task result must agree: 0 for ok/changed, 2 for a failed task.
         assert (proc.returncode != 0) == run_result.failed, (proc.returncode, result)
         return run_result
