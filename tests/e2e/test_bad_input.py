@@ -22,6 +22,7 @@ BAD_SETTINGS = [
     ({"xfs_volume_label": "other-fs"}, "a mounted device is never formatted"),
     ({"object_store_volume_path": "/srv", "object_store_data_path": "/srv/objects"}, "mountpoint"),
     ({"object_store_admin_secret_key": "abcde"}, "8-128 printable"),
+    ({"object_store_admin_secret_key": "long enough ${HOME} secret"}, "without '${'"),
     ({"object_store_engine": "ceph"}, "must be 'seaweedfs' or 'minio'"),
     ({"object_store_engine": "minio"}, "There is no default MinIO download"),
 ]
