@@ -37,7 +37,7 @@ def inventory():
 
 
 def ssh(ip: str, command: str) -> subprocess.CompletedProcess:
-    lab = os.path.join(REPO, ".lab")
+    lab = os.environ.get("CHOM_LAB_STATE", "/var/lib/chom-lab")
     return subprocess.run(
         ["ssh", "-i", f"{lab}/ssh/id_ed25519", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab}/known_hosts",
          f"root@{ip}", command],

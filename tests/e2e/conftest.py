@@ -36,7 +36,7 @@ class Lab:
         return self.hostvars[host]["ansible_host"]
 
     def ssh(self, host: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
-        lab = os.path.join(REPO, ".lab")
+        lab = os.environ.get("CHOM_LAB_STATE", "/var/lib/chom-lab")
         result = subprocess.run(
             ["ssh", "-i", f"{lab}/ssh/id_ed25519", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab}/known_hosts",
              "-o", "ConnectTimeout=5", f"root@{self.ip(host)}", command],
