@@ -82,6 +82,17 @@ CREATE INDEX storage_migrations_site_id_idx ON storage_migrations (site_id);
 CREATE INDEX storage_migrations_status_idx ON storage_migrations (status);
 """,
     ),
+    Migration(
+        2,
+        "capacity state of storage hosts",
+        """
+ALTER TABLE storage_hosts
+    ADD COLUMN capacity_state text NOT NULL DEFAULT 'normal'
+        CHECK (capacity_state IN ('normal', 'warning', 'critical', 'full')),
+    ADD COLUMN capacity_reasons text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN unavailable_by_capacity boolean NOT NULL DEFAULT false;
+""",
+    ),
 )
 
 
@@ -207,13 +218,16 @@ def placement_hosts(conn, thresholds=None) -> list[dict]:
     from ansible_collections.chom.storage.plugins.module_utils.capacity import DEFAULT_THRESHOLDS, capacity_state
 
     with conn.cursor() as cur:
-        cur.execute("SELECT id::text, hostname, role, total_capacity_bytes, capacity_percent::float"
+        cur.execute("SELECT id::text, hostname, role, total_capacity_bytes, capacity_percent::float, capacity_state"
                     " FROM storage_hosts ORDER BY hostname")
         rows = cur.fetchall()
+    # The recorded state (bytes, inodes, I/O, network, backups) and the byte share alone: the worse counts.
+    order = ("normal", "warning", "critical", "full")
     return [
         {"id": host_id, "name": name, "role": role, "capacity_bytes": total or None,
-         "capacity_state": capacity_state(percent or 0.0, thresholds or DEFAULT_THRESHOLDS)}
-        for host_id, name, role, total, percent in rows
+         "capacity_state": max(recorded, capacity_state(percent or 0.0, thresholds or DEFAULT_THRESHOLDS),
+                               key=order.index)}
+        for host_id, name, role, total, percent, recorded in rows
     ]
 
 
@@ -244,3 +258,50 @@ def record_site_hosts(conn, assignments: dict[str, str], host_ids: dict[str, str
                 if cur.rowcount == 1:
                     recorded.append(site_id)
     return recorded
+
+
+def record_capacity(conn, hostname: str, measures: dict, state: str, reasons: list[str],
+                    check_mode: bool = False) -> dict:
+    """Record a capacity check and apply its consequence to the host's role.
+
+    A full ``active`` host becomes ``unavailable`` (and is remembered as put there by capacity).
+    It becomes ``active`` again only once its state is back to normal or warning: a host that
+    dropped from full to critical stays out, so it does not flap around the full threshold.
+    A host an operator made unavailable is never put back by this function.
+
+    Returns dict(changed, before, after, transition) where ``changed`` covers the role, the
+    state and the reasons; the measurements and the check time are recorded on every call.
+    """
+    from ansible_collections.chom.storage.plugins.module_utils.capacity import CAPACITY_STATES
+
+    if state not in CAPACITY_STATES:
+        raise ValueError(f"capacity state must be one of {', '.join(CAPACITY_STATES)}, got {state!r}")
+    with conn.transaction():
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT role, capacity_state, capacity_reasons, unavailable_by_capacity, health_status"
+                " FROM storage_hosts WHERE hostname = %s FOR UPDATE",
+                (hostname,),
+            )
+            row = cur.fetchone()
+            if row is None:
+                raise ValueError(f"storage host {hostname} is not registered")
+            role, old_state, old_reasons, by_capacity, old_health = row
+            new_role, new_flag, transition = role, by_capacity, None
+            if state == "full" and role == "active":
+                new_role, new_flag, transition = "unavailable", True, "marked unavailable (full)"
+            elif role == "unavailable" and by_capacity and state in ("normal", "warning"):
+                new_role, new_flag, transition = "active", False, f"back to active ({state})"
+            before = dict(role=role, capacity_state=old_state, capacity_reasons=list(old_reasons),
+                          health_status=old_health)
+            after = dict(role=new_role, capacity_state=state, capacity_reasons=list(reasons), health_status=state)
+            if not check_mode:
+                cur.execute(
+                    "UPDATE storage_hosts SET role = %s, unavailable_by_capacity = %s, capacity_state = %s,"
+                    " capacity_reasons = %s, health_status = %s, used_capacity_bytes = %s,"
+                    " total_capacity_bytes = %s, last_health_check_at = now(), updated_at = now()"
+                    " WHERE hostname = %s",
+                    (new_role, new_flag, state, list(reasons), state, measures["used_bytes"],
+                     measures["total_bytes"], hostname),
+                )
+    return dict(changed=before != after, before=before, after=after, transition=transition)

@@ -48,6 +48,10 @@ class PlacementError(ValueError):
     """Input that cannot make a valid ring; the message says which and why."""
 
 
+class NoEligibleHost(PlacementError):
+    """Every host is excluded from taking new sites."""
+
+
 @dataclass(frozen=True)
 class StorageHost:
     name: str
@@ -129,7 +133,7 @@ class Ring:
         self.excluded = {host.name: host.eligible_reason for host in parsed if host.eligible_reason}
         eligible = sorted(name for name in self.hosts if name not in self.excluded)
         if not eligible:
-            raise PlacementError("no host may take new sites: " +
+            raise NoEligibleHost("no host may take new sites: " +
                                  "; ".join(f"{n}: {r}" for n, r in sorted(self.excluded.items())))
 
         self._positions, self._owners = merge_points(

@@ -116,6 +116,7 @@ from ansible_collections.chom.storage.plugins.module_utils.control_plane_args im
     connection_argument_spec,
 )
 from ansible_collections.chom.storage.plugins.module_utils.placement import (
+    NoEligibleHost,
     PlacementError,
     Ring,
     propose_moves,
@@ -143,15 +144,23 @@ def main():
     conn = connect(module)
     try:
         registered = placement_hosts(conn)
-        ring = Ring(p["hosts"] if p["hosts"] is not None else registered, p["vnodes"], p["capacity_unit_bytes"])
         current = site_hosts(conn, p["site_ids"])
         unknown = sorted(set(p["site_ids"] or []) - set(current))
         if unknown:
             module.fail_json(msg=f"Sites not in the sites table: {', '.join(unknown[:10])}"
                                  + (" …" if len(unknown) > 10 else ""))
-
         placed = {site: host for site, host in current.items() if host is not None}
         unplaced = sorted(site for site, host in current.items() if host is None)
+        ring_hosts = p["hosts"] if p["hosts"] is not None else registered
+        try:
+            ring = Ring(ring_hosts, p["vnodes"], p["capacity_unit_bytes"])
+        except NoEligibleHost as exc:
+            if p["mode"] == "assign" and unplaced:
+                raise
+            # Nothing to place, and no host to move anything to: report, do not fail.
+            module.warn(str(exc))
+            excluded = {h["name"]: str(exc) for h in ring_hosts if isinstance(h, dict)}
+            module.exit_json(changed=False, placements=placed, assigned={}, moves=[], excluded_hosts=excluded)
         planned = dict(zip(unplaced, ring.lookup_many(unplaced), strict=True))
         moves = propose_moves(placed, ring)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from ansible_collections.chom.storage.plugins.module_utils.control_plane import MIGRATIONS
+
 SCHEMA_TABLE = "chom_storage_schema_versions"
+ALL_VERSIONS = [m.version for m in MIGRATIONS]
 
 
 def regclass_exists(conn, name: str) -> bool:
@@ -16,13 +19,13 @@ def user_tables(conn) -> set[str]:
     return {name for (name,) in rows}
 
 
-def test_applies_v1_on_an_empty_database(run_module, pg_db):
+def test_applies_every_version_on_an_empty_database(run_module, pg_db):
     run = run_module("control_plane_schema", pg_db.module_args)
 
     assert not run.failed, run.result
     assert run.changed
-    assert [entry["version"] for entry in run.result["applied"]] == [1]
-    assert run.result["version"] == 1
+    assert [entry["version"] for entry in run.result["applied"]] == ALL_VERSIONS
+    assert run.result["version"] == ALL_VERSIONS[-1]
     with pg_db.connect() as conn:
         assert {"storage_hosts", "storage_migrations", "sites", SCHEMA_TABLE} <= user_tables(conn)
         # capacity_percent is a STORED generated column ...
@@ -51,7 +54,7 @@ def test_applies_v1_on_an_empty_database(run_module, pg_db):
         ).fetchall()
         assert foreign == [("storage_hosts",)]
         recorded = conn.execute(f"SELECT version, length(checksum) FROM {SCHEMA_TABLE}").fetchall()
-        assert recorded == [(1, 64)]
+        assert recorded == [(v, 64) for v in ALL_VERSIONS]
 
 
 def test_second_run_changes_nothing(run_module, pg_db):
@@ -74,7 +77,7 @@ def test_check_mode_on_an_empty_database_writes_nothing(run_module, pg_db):
 
     assert not run.failed, run.result
     assert run.changed
-    assert [entry["version"] for entry in run.result["applied"]] == [1]
+    assert [entry["version"] for entry in run.result["applied"]] == ALL_VERSIONS
     with pg_db.connect() as conn:
         assert not regclass_exists(conn, SCHEMA_TABLE)
         assert user_tables(conn) == set()
@@ -112,7 +115,7 @@ def test_concurrent_runs_apply_the_schema_once(run_module, pg_db):
     assert [run.failed for run in runs] == [False, False], [run.result for run in runs]
     assert sorted(run.changed for run in runs) == [False, True]
     with pg_db.connect() as conn:
-        assert conn.execute(f"SELECT version FROM {SCHEMA_TABLE}").fetchall() == [(1,)]
+        assert conn.execute(f"SELECT version FROM {SCHEMA_TABLE}").fetchall() == [(v,) for v in ALL_VERSIONS]
 
 
 def test_wrong_password_fails_clearly_without_leaking_it(run_module, pg_db):
