@@ -19,6 +19,8 @@ setup:
 
 lab: lab-up
 	ansible-playbook playbooks/site.yml
+	@lab/lab.sh prometheus
+	ansible-playbook playbooks/capacity.yml
 	$(BIN)/python lab/demo.py
 
 lab-up: setup
@@ -52,6 +54,8 @@ molecule: setup
 
 e2e: lab-up
 	ansible-playbook playbooks/site.yml
+	@lab/lab.sh prometheus
+	ansible-playbook playbooks/capacity.yml
 	$(PYTEST) tests/e2e
 
 build: setup

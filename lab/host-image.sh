@@ -14,7 +14,7 @@ if podman image exists "$image"; then
 fi
 
 packages=(systemd systemd-sysv dbus openssh-server rsync xfsprogs python3 python3-boto3
-  iproute2 sudo procps ca-certificates util-linux mount curl)
+  iproute2 sudo procps ca-certificates util-linux mount curl prometheus-node-exporter)
 
 # Use the same Debian mirror the build machine's apt is configured with.
 mirror=$(grep -hoE '^URIs:\s*\S+' /etc/apt/sources.list.d/*.sources 2>/dev/null \

@@ -167,6 +167,13 @@ write_inventory() {
     echo "          hosts:"
     echo "            $(host_name 2):"
     echo "              ansible_host: $(host_ip 2)"
+    echo "    monitoring:"
+    echo "      hosts:"
+    echo "        localhost:"
+    echo "          ansible_connection: local"
+    echo "          ansible_python_interpreter: $repo/.venv/bin/python"
+    echo "          monitoring_prometheus_manage_service: false"
+    echo "          monitoring_prometheus_config_dir: $state/prometheus"
     if [ "$hosts_count" -gt 2 ]; then
       echo "        storage_pool:"
       echo "          hosts:"
@@ -212,6 +219,9 @@ cmd_down() {
     done
     rm -f "$img"
   done
+  if [ -f "$state/prometheus.pid" ] && kill -0 "$(cat "$state/prometheus.pid")" 2>/dev/null; then
+    kill "$(cat "$state/prometheus.pid")" && say "stopped Prometheus"
+  fi
   if [ -n "$pg_bin" ] && [ -f "$state/pg/PG_VERSION" ]; then
     runuser -u postgres -- "$pg_bin/pg_ctl" -D "$state/pg" -m fast stop >/dev/null 2>&1 || true
     rm -rf "$state/pg"
@@ -222,6 +232,23 @@ cmd_down() {
   rm -f "$repo/inventories/lab/hosts.yml" "$repo/inventories/lab/group_vars/all/lab_secrets.yml"
 }
 
+# Prometheus for the lab runs on this machine as a plain process (the Debian package, its own
+# configuration written by site.yml), listening on loopback only.
+cmd_prometheus() {
+  local pidfile="$state/prometheus.pid"
+  [ -f "$state/prometheus/prometheus.yml" ] || { say "no Prometheus configuration yet (run site.yml)"; exit 1; }
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill -HUP "$(cat "$pidfile")"
+    return 0
+  fi
+  mkdir -p "$state/prometheus/data"
+  nohup prometheus --config.file="$state/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$state/prometheus/data" --web.listen-address=127.0.0.1:${CHOM_LAB_PROMETHEUS_PORT:-59090} \
+    >"$state/prometheus/prometheus.log" 2>&1 &
+  echo $! >"$pidfile"
+  say "Prometheus started on 127.0.0.1:${CHOM_LAB_PROMETHEUS_PORT:-59090}"
+}
+
 cmd_status() {
   podman ps -a --filter "label=$label=host" --format '{{.Names}} {{.Status}}'
   losetup --list | grep "$state" || true
@@ -230,6 +257,7 @@ cmd_status() {
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
+  prometheus) cmd_prometheus ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|prometheus|status" >&2; exit 2 ;;
 esac
