@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 import psycopg
 import pytest
@@ -29,7 +30,9 @@ def host_row(lab, host: str):
                             " FROM storage_hosts WHERE hostname = %s", (host,)).fetchone()
 
 
-def placement_of(lab, site: str):
+def placement_of(lab, name: str):
+    """Where placement would put a new site now (a fresh site ID each call, removed afterwards)."""
+    site = f"{name}-{uuid.uuid4().hex[:8]}"
     result = lab.playbook("-i", "inventories/lab", "-e", f"probe_site={site}", "tests/e2e/place_probe.yml")
     match = re.search(r"PLACEMENT=(\S+)", result.stdout)
     return match.group(1) if match else result.stdout[-1500:]
