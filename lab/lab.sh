@@ -135,13 +135,12 @@ start_database() {
       -o "-c listen_addresses=127.0.0.1 -c port=$pg_port -c unix_socket_directories=$data" start >/dev/null
     say "control-plane database started on 127.0.0.1:$pg_port"
   fi
-  PGPASSWORD=$password "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -qtAc \
-    "SELECT 1 FROM pg_roles WHERE rolname = 'chom_storage'" | grep -q 1 || \
-    PGPASSWORD=$password "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -q \
-      -v pw="$password" <<'SQL'
-CREATE ROLE chom_storage LOGIN PASSWORD :'pw';
-CREATE DATABASE chom OWNER chom_storage;
-SQL
+  # The password goes through the environment and stdin, never the command line.
+  if ! PGPASSWORD=$password "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -qtAc \
+      "SELECT 1 FROM pg_roles WHERE rolname = 'chom_storage'" | grep -q 1; then
+    printf "CREATE ROLE chom_storage LOGIN PASSWORD '%s';\nCREATE DATABASE chom OWNER chom_storage;\n" "$password" \
+      | PGPASSWORD=$password "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d postgres -q -v ON_ERROR_STOP=1
+  fi
 }
 
 write_inventory() {

@@ -26,6 +26,7 @@ Eligibility
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ except ImportError:  # pragma: no cover - depends on the controller
     HAS_XXHASH = False
 
 DEFAULT_VNODES = 150
+# Upper bound of one host's points: a weight this large is a mistake (wrong unit), not a host.
+MAX_POINTS_PER_HOST = 100_000
 CAPACITY_UNIT_BYTES = 1 << 40
 RING_SIZE = 1 << 64
 
@@ -91,7 +94,8 @@ def parse_host(raw, capacity_unit_bytes: int = CAPACITY_UNIT_BYTES) -> StorageHo
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    """A real, finite number (not a bool, NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def points_for(weight: float, vnodes: int) -> int:
@@ -120,6 +124,8 @@ class Ring:
             raise PlacementError("the xxhash Python package is required for placement")
         if isinstance(vnodes, bool) or not isinstance(vnodes, int) or vnodes < 1:
             raise PlacementError(f"vnodes must be a positive integer, got {vnodes!r}")
+        if isinstance(capacity_unit_bytes, bool) or not isinstance(capacity_unit_bytes, int) or capacity_unit_bytes < 1:
+            raise PlacementError(f"capacity_unit_bytes must be a positive integer, got {capacity_unit_bytes!r}")
         parsed = [parse_host(raw, capacity_unit_bytes) for raw in hosts]
         if not parsed:
             raise PlacementError("the host list is empty")
@@ -128,6 +134,10 @@ class Ring:
         if duplicates:
             raise PlacementError(f"duplicate hostnames: {', '.join(duplicates)}")
 
+        oversized = sorted(h.name for h in parsed if vnodes * h.weight > MAX_POINTS_PER_HOST)
+        if oversized:
+            raise PlacementError(f"hosts {', '.join(oversized)} would get more than {MAX_POINTS_PER_HOST} points; "
+                                 "check the weights and capacity_unit_bytes")
         self.vnodes = vnodes
         self.hosts = {host.name: host for host in parsed}
         self.excluded = {host.name: host.eligible_reason for host in parsed if host.eligible_reason}

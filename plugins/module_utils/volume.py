@@ -55,9 +55,24 @@ def parse_wipefs(output: str) -> list[Signature]:
     ]
 
 
-def device_identity(signatures: list[Signature]) -> str:
-    """One string naming everything a device carries, to be quoted back for a wipe."""
-    return ",".join(sorted(sig.identity for sig in signatures))
+def device_identity(signatures: list[Signature], device_size: int | None = None) -> str:
+    """One string naming everything a device carries, to be quoted back for a wipe.
+
+    With the device's size in bytes it names that device rather than a kind of disk: partition
+    tables carry their disk ID as uuid (see ``with_table_ids``), and the size tells apart disks
+    whose signatures alone would look the same.
+    """
+    names = ",".join(sorted(sig.identity for sig in signatures))
+    return names if device_size is None else f"size={device_size},{names}"
+
+
+def with_table_ids(signatures: list[Signature], ptuuid: str) -> list[Signature]:
+    """Partition-table signatures without a uuid get the table's disk ID (blkid's PTUUID)."""
+    if not ptuuid:
+        return signatures
+    tables = ("dos", "gpt", "PMBR", "atari", "bsd", "sun", "sgi", "mac")
+    return [Signature(s.type, s.offset, ptuuid, s.label) if s.type in tables and not s.uuid else s
+            for s in signatures]
 
 
 def plan_volume(
@@ -67,6 +82,7 @@ def plan_volume(
     label: str,
     children: list[str] | None = None,
     wipe_identity: str | None = None,
+    device_size: int | None = None,
 ) -> Plan:
     """Return what to do with ``device``, or raise VolumeRefused."""
     children = children or []
@@ -86,7 +102,7 @@ def plan_volume(
     if not signatures:
         return Plan("mkfs", f"{device} carries no signature")
 
-    identity = device_identity(signatures)
+    identity = device_identity(signatures, device_size)
     if wipe_identity is not None and wipe_identity == identity:
         return Plan("wipe_and_mkfs", f"{device} carries {identity}, named for wiping")
 

@@ -35,8 +35,9 @@ options:
     elements: str
   hosts:
     description:
-      - Ring hosts instead of those in C(storage_hosts), as names or dicts (see the lookup).
-        With O(mode=assign) each must be registered in C(storage_hosts).
+      - Ring hosts instead of those in C(storage_hosts), as names or dicts (see the lookup), to see
+        what a changed ring would move. Only with O(mode=propose); assignment always uses the
+        registered hosts with their recorded role and capacity state.
     type: list
     elements: raw
   vnodes:
@@ -140,6 +141,9 @@ def main():
             module.fail_json(msg="site_ids must be non-empty strings")
     if p["capacity_unit_bytes"] < 1:
         module.fail_json(msg="capacity_unit_bytes must be positive")
+    if p["hosts"] is not None and p["mode"] == "assign":
+        module.fail_json(msg="hosts may only be given with mode=propose: sites are assigned only to registered "
+                             "hosts, with the role and capacity state the control plane holds for them")
 
     conn = connect(module)
     try:
@@ -167,9 +171,6 @@ def main():
         assigned = {}
         if p["mode"] == "assign" and planned:
             host_ids = {host["name"]: host["id"] for host in registered}
-            missing = sorted(set(planned.values()) - set(host_ids))
-            if missing:
-                module.fail_json(msg=f"Hosts not registered in storage_hosts: {', '.join(missing)}")
             if module.check_mode:
                 assigned = planned
             else:

@@ -30,7 +30,7 @@ options:
   wipe_identity:
     description:
       - Identity of the device's current contents, as printed by a refused run
-        (for example C(ext4:5d0c...)). Only when it matches exactly are the signatures erased
+        (for example C(size=10737418240,ext4:5d0c...)). Only when it matches exactly are the signatures erased
         and the device formatted. A mounted device is never wiped.
     type: str
   mkfs_options:
@@ -63,7 +63,7 @@ EXAMPLES = r"""
 - name: Erase an old ext4 filesystem and format (identity copied from the refusal message)
   chom.storage.xfs_filesystem:
     device: /dev/vdb
-    wipe_identity: "ext4:2b6f2a4e-7f52-4bd7-9d36-0e1b1c2d3e4f"
+    wipe_identity: "size=10737418240,ext4:2b6f2a4e-7f52-4bd7-9d36-0e1b1c2d3e4f"
 """
 
 RETURN = r"""
@@ -97,6 +97,7 @@ from ansible_collections.chom.storage.plugins.module_utils.volume import (
     check_mkfs_options,
     parse_wipefs,
     plan_volume,
+    with_table_ids,
 )
 
 
@@ -133,6 +134,20 @@ def read_signatures(module, device):
     return parse_wipefs(out)
 
 
+def read_table_id(module, device):
+    blkid = module.get_bin_path("blkid", required=True)
+    rc, out, _ = module.run_command([blkid, "--probe", "-s", "PTUUID", "-o", "value", device])
+    return out.strip() if rc == 0 else ""
+
+
+def read_size(module, device):
+    blockdev = module.get_bin_path("blockdev", required=True)
+    rc, out, err = module.run_command([blockdev, "--getsize64", device])
+    if rc != 0:
+        module.fail_json(msg=f"Cannot read the size of {device}: {err.strip()}")
+    return int(out.strip())
+
+
 def read_uuid(module, device):
     blkid = module.get_bin_path("blkid", required=True)
     rc, out, err = module.run_command([blkid, "--probe", "-s", "UUID", "-o", "value", device])
@@ -165,7 +180,7 @@ def main():
     if not stat.S_ISBLK(os.stat(device).st_mode):
         module.fail_json(msg=f"{device} is not a block device")
 
-    signatures = read_signatures(module, device)
+    signatures = with_table_ids(read_signatures(module, device), read_table_id(module, device))
     sig_dicts = [sig.__dict__ for sig in signatures]
     try:
         plan = plan_volume(
@@ -175,6 +190,7 @@ def main():
             label,
             children=device_children(device),
             wipe_identity=module.params["wipe_identity"],
+            device_size=read_size(module, device),
         )
     except VolumeRefused as refusal:
         module.fail_json(msg=str(refusal), signatures=sig_dicts)

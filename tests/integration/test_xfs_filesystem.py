@@ -51,6 +51,10 @@ class Loop:
         self.device = sh("losetup", "--find", "--show", *(["--partscan"] if partscan else []), str(self.image)).strip()
         self.mounts: list[Path] = []
 
+    def identity(self, names: str) -> str:
+        """What the module names as this device's identity: its size, then its signatures."""
+        return f"size={self.image.stat().st_size},{names}"
+
     def signatures(self) -> list[dict]:
         out = sh("wipefs", "--no-act", "--json", self.device)
         return json.loads(out)["signatures"] if out.strip() else []
@@ -194,7 +198,7 @@ def test_force_option_is_refused(run_module, loop):
 def test_ext4_is_refused_naming_its_identity_and_data_stays(run_module, ext4_with_data):
     loop, fs_uuid, content = ext4_with_data
     result = refused(run_module, loop)
-    assert f"'ext4:{fs_uuid}'" in result.msg
+    assert f"'{loop.identity(f'ext4:{fs_uuid}')}'" in result.msg
     assert [s["type"] for s in result.result["signatures"]] == ["ext4"]
     assert_ext4_intact(loop, fs_uuid, content)
 
@@ -206,17 +210,18 @@ def test_ext4_is_refused_naming_its_identity_and_data_stays(run_module, ext4_wit
 
 def test_wrong_wipe_identity_is_refused(run_module, ext4_with_data):
     loop, fs_uuid, content = ext4_with_data
-    for wrong in ("ext4:00000000-0000-0000-0000-000000000000", "ext4", f"xfs:{fs_uuid}", f"ext4:{fs_uuid} ", ""):
+    for wrong in ("ext4:00000000-0000-0000-0000-000000000000", "ext4", f"xfs:{fs_uuid}", f"ext4:{fs_uuid}",
+                  loop.identity(f"ext4:{fs_uuid}") + " ", "size=1," + f"ext4:{fs_uuid}", ""):
         result = refused(run_module, loop, wipe_identity=wrong)
         assert "does not match" in result.msg, wrong
-        assert f"'ext4:{fs_uuid}'" in result.msg
+        assert f"'{loop.identity(f'ext4:{fs_uuid}')}'" in result.msg
     assert_ext4_intact(loop, fs_uuid, content)
 
 
 def test_exact_identity_from_the_refusal_wipes_and_formats(run_module, ext4_with_data):
     loop, fs_uuid, _ = ext4_with_data
     identity = IDENTITY_IN_MESSAGE.search(refused(run_module, loop).msg).group(1)
-    assert identity == f"ext4:{fs_uuid}"
+    assert identity == loop.identity(f"ext4:{fs_uuid}")
 
     check = run_module("xfs_filesystem", {"device": loop.device, "wipe_identity": identity}, check=True)
     assert not check.failed and check.changed, check.result
@@ -258,7 +263,7 @@ def test_lvm_physical_volume_is_refused(run_module, loop):
     pv_uuid = loop.blkid("UUID")
     assert loop.blkid("TYPE") == "LVM2_member"
     result = refused(run_module, loop)
-    assert f"'LVM2_member:{pv_uuid}'" in result.msg
+    assert f"'{loop.identity(f'LVM2_member:{pv_uuid}')}'" in result.msg
     assert loop.blkid("TYPE") == "LVM2_member"
     assert loop.blkid("UUID") == pv_uuid
 
@@ -266,7 +271,7 @@ def test_lvm_physical_volume_is_refused(run_module, loop):
 def test_mounted_device_is_refused_even_with_matching_identity(run_module, ext4_with_data):
     loop, fs_uuid, content = ext4_with_data
     point = loop.mount()
-    result = refused(run_module, loop, wipe_identity=f"ext4:{fs_uuid}")
+    result = refused(run_module, loop, wipe_identity=loop.identity(f"ext4:{fs_uuid}"))
     assert "mounted" in result.msg
     assert str(point) in result.msg
     assert (point / "site.txt").read_text() == content
@@ -278,6 +283,6 @@ def test_xfs_with_another_label_is_refused(run_module, loop):
     sh("mkfs.xfs", "-q", "-L", "backup", loop.device)
     fs_uuid = loop.blkid("UUID")
     result = refused(run_module, loop)
-    assert f"'xfs:{fs_uuid}'" in result.msg
+    assert f"'{loop.identity(f'xfs:{fs_uuid}')}'" in result.msg
     assert "label=backup" in result.msg
     assert (loop.blkid("LABEL"), loop.blkid("UUID")) == ("backup", fs_uuid)

@@ -54,3 +54,11 @@ def test_metrics_of_a_replica_never_replicated_say_so():
     text = replicate.render_metrics("r", {}, {}, False, True, 50.0)
     assert 'chom_storage_replication_lag_seconds{replica="r"} -1.000' in text
     assert 'chom_storage_replication_last_run_refused{replica="r"} 1' in text
+
+
+def test_a_few_deletions_pass_whatever_their_share():
+    replicate.check_deletions("object tier bucket small", 2, 3, 1, 25.0, allowance=3)
+    with pytest.raises(replicate.Refused, match="4 of 10"):
+        replicate.check_deletions("object", 6, 10, 4, 25.0, allowance=3)
+    with pytest.raises(replicate.Refused, match="source is empty"):
+        replicate.check_deletions("object", 0, 2, 2, 25.0, allowance=3)

@@ -120,6 +120,9 @@ def test_weight_follows_capacity_and_tiny_hosts_keep_one_point():
         (["a"], 0, "vnodes must be a positive integer"),
         ([{"name": "a", "role": "maintenance"}], 150, "no host may take new sites"),
         ([42], 150, "a host must be a name or a mapping"),
+        ([{"name": "a", "weight": float("inf")}], 150, "weight must be a positive number"),
+        ([{"name": "a", "weight": float("nan")}], 150, "weight must be a positive number"),
+        ([{"name": "a", "capacity_bytes": 2**70}], 150, "more than 100000 points"),
     ],
 )
 def test_bad_ring_input_is_refused(hosts, vnodes, message):
@@ -142,3 +145,9 @@ def test_proposed_moves_follow_the_new_ring_and_leave_settled_sites():
     moves = propose_moves(current, ring)
     assert moves and all(m["to"] == "h4" and m["from"] == current[m["site_id"]] for m in moves)
     assert {m["site_id"] for m in moves} == {s for s in current if ring.lookup(s) != current[s]}
+
+
+@pytest.mark.parametrize("unit", [0, -1, 1.5, True])
+def test_capacity_unit_must_be_a_positive_integer(unit):
+    with pytest.raises(PlacementError, match="capacity_unit_bytes must be a positive integer"):
+        Ring([{"name": "a", "capacity_bytes": 10}], 150, unit)

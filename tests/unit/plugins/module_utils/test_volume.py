@@ -13,6 +13,7 @@ from ansible_collections.chom.storage.plugins.module_utils.volume import (
     device_identity,
     parse_wipefs,
     plan_volume,
+    with_table_ids,
 )
 
 DEV = "/dev/vdb"
@@ -130,3 +131,12 @@ def test_dangerous_mkfs_options_are_refused(options):
 @pytest.mark.parametrize("options", [[], ["-m", "reflink=1"], ["-i", "maxpct=5", "-d", "agcount=4,su=64k"]])
 def test_geometry_mkfs_options_are_allowed(options):
     check_mkfs_options(options)
+
+
+def test_identity_names_one_device_not_a_kind_of_disk():
+    table = [Signature("dos", "0x1fe")]
+    one = device_identity(with_table_ids(table, "b8d0cb7c"), 1 << 30)
+    other = device_identity(with_table_ids(table, "0b01cce7"), 1 << 30)
+    bigger = device_identity(with_table_ids(table, "b8d0cb7c"), 2 << 30)
+    assert len({one, other, bigger}) == 3
+    assert one == "size=1073741824,dos:b8d0cb7c"
