@@ -57,6 +57,11 @@ start_host() {  # $1 index
   elif [ "$(podman inspect "$name" --format '{{.State.Running}}')" != true ]; then
     podman start "$name" >/dev/null
     say "$name: restarted"
+  elif ! podman exec "$name" true >/dev/null 2>&1; then
+    # Recorded as running but not answering (its processes were killed): start it again.
+    podman stop -t 5 "$name" >/dev/null 2>&1 || true
+    podman start "$name" >/dev/null
+    say "$name: was not answering, restarted"
   fi
 }
 
