@@ -12,6 +12,10 @@ help:
 	@echo "make lab        set up this machine, start the lab, run playbooks/site.yml and the demo"
 	@echo "make lab-down   remove the lab's containers, loop devices and database"
 	@echo "make test       lint, unit, integration, Molecule and end-to-end tests"
+	@echo "make lab-up     start or converge the lab hosts and database only"
+	@echo "make lab-demo   run the demo again on the running lab"
+	@echo "make lint|rules|unit|integration|molecule|e2e   one stage of make test"
+	@echo "make build      build the collection tarball into .lab/build/"
 	@echo "make bench-placement   placement speed, balance and movement against uhashring"
 
 setup:
