@@ -71,3 +71,28 @@ def test_states_rows_metrics_and_placement_follow_the_fill(lab, filled):
 
 def test_replica_is_never_chosen_for_new_sites(lab):
     assert placement_of(lab, "site-cap-replica") == lab.primary
+
+
+def test_inodes_past_85_percent_make_the_host_full_while_bytes_stay_low(lab):
+    many = "/mnt/chom-storage/inode-test"
+    out = lab.ssh(lab.primary, "stat -f -c '%c %d' /mnt/chom-storage").stdout.split()
+    total, free = int(out[0]), int(out[1])
+    wanted = int(total * 0.86) - (total - free) + 1
+    assert 0 < wanted < 200_000, f"the lab volume has {total} inodes; is it formatted with maxpct=2?"
+    try:
+        lab.ssh(lab.primary, f"mkdir -p {many} && cd {many} && seq 1 {wanted} | xargs touch")
+        run = lab.playbook("playbooks/capacity.yml")
+        assert run.returncode == 0, run.stdout[-3000:]
+        role, state, health, _, reasons = host_row(lab, lab.primary)
+        assert (role, state) == ("unavailable", "full")
+        assert any(r.startswith("inodes ") for r in reasons) and not any(r.startswith("disk ") for r in reasons)
+        metrics = lab.ssh(lab.primary, "cat /var/lib/prometheus/node-exporter/chom_storage_capacity.prom").stdout
+        inodes = float(re.search(r'chom_storage_inode_usage_percent\{mountpoint="/mnt/chom-storage"\} (\S+)',
+                                 metrics).group(1))
+        assert inodes > 85
+        assert placement_of(lab, "site-inodes").startswith("NONE")
+    finally:
+        lab.ssh(lab.primary, f"rm -rf {many}")
+    assert lab.playbook("playbooks/capacity.yml").returncode == 0
+    assert host_row(lab, lab.primary)[:2] == ("active", "normal")
+    assert placement_of(lab, "site-inodes-back") == lab.primary
