@@ -99,6 +99,12 @@ def network_percent(before: tuple[int, int], after: tuple[int, int], seconds: fl
     return max(0.0, busiest * 8 / seconds / (link_speed_mbps * 1_000_000) * 100.0)
 
 
+def _anchor(history: list[list[float]], window_start: float) -> int | None:
+    """Index of the newest sample taken at or before ``window_start``, if any."""
+    anchors = [index for index, (stamp, _) in enumerate(history) if stamp <= window_start]
+    return anchors[-1] if anchors else None
+
+
 def sustained(history: list[list[float]], now: float, minutes: float, limit: float) -> bool:
     """True when every sample since ``minutes`` ago is above ``limit`` and the samples reach back that far.
 
@@ -106,18 +112,14 @@ def sustained(history: list[list[float]], now: float, minutes: float, limit: flo
     newest sample taken at or before the window's start anchors it: without one the window is not
     covered yet, and the rule cannot hold.
     """
-    window_start = now - minutes * 60
-    anchors = [index for index, (stamp, _) in enumerate(history) if stamp <= window_start]
-    if not anchors:
-        return False
-    return all(value > limit for _, value in history[anchors[-1]:])
+    anchor = _anchor(history, now - minutes * 60)
+    return anchor is not None and all(value > limit for _, value in history[anchor:])
 
 
 def prune(history: list[list[float]], now: float, minutes: float) -> list[list[float]]:
     """Keep the samples a later ``sustained`` call can need: the window plus its anchor."""
-    window_start = now - minutes * 60
-    anchors = [index for index, (stamp, _) in enumerate(history) if stamp <= window_start]
-    return history[anchors[-1]:] if anchors else history
+    anchor = _anchor(history, now - minutes * 60)
+    return history if anchor is None else history[anchor:]
 
 
 def assess(measures: dict, thresholds=DEFAULT_THRESHOLDS, limits=None, io_wait_sustained: bool = False):
