@@ -93,6 +93,43 @@ ALTER TABLE storage_hosts
     ADD COLUMN unavailable_by_capacity boolean NOT NULL DEFAULT false;
 """,
     ),
+    Migration(
+        3,
+        "site flags and resumable, verified storage migrations",
+        """
+ALTER TABLE sites
+    ADD COLUMN IF NOT EXISTS deleted_at timestamptz,
+    ADD COLUMN IF NOT EXISTS backups_paused boolean NOT NULL DEFAULT false,
+    ADD COLUMN IF NOT EXISTS backups_paused_reason text,
+    ADD COLUMN IF NOT EXISTS dual_write_host_id uuid REFERENCES storage_hosts (id) ON DELETE RESTRICT;
+
+ALTER TABLE storage_migrations
+    ADD COLUMN strategy text NOT NULL DEFAULT 'maintenance' CHECK (strategy IN ('maintenance', 'live')),
+    ADD COLUMN phase text,
+    ADD COLUMN objects_total bigint CHECK (objects_total >= 0),
+    ADD COLUMN objects_done bigint NOT NULL DEFAULT 0 CHECK (objects_done >= 0),
+    ADD COLUMN bytes_done bigint NOT NULL DEFAULT 0 CHECK (bytes_done >= 0),
+    ADD COLUMN switched_at timestamptz,
+    ADD COLUMN source_retained_until timestamptz,
+    ADD COLUMN source_deleted_at timestamptz,
+    ADD COLUMN rolled_back_at timestamptz,
+    ADD COLUMN updated_at timestamptz NOT NULL DEFAULT now();
+CREATE UNIQUE INDEX storage_migrations_one_open_per_site
+    ON storage_migrations (site_id) WHERE status IN ('pending', 'in_progress');
+
+CREATE TABLE storage_migration_objects (
+    migration_id uuid NOT NULL REFERENCES storage_migrations (id) ON DELETE CASCADE,
+    bucket text NOT NULL,
+    key text NOT NULL,
+    size_bytes bigint NOT NULL CHECK (size_bytes >= 0),
+    source_etag text NOT NULL,
+    in_snapshot boolean NOT NULL,
+    sha256 text CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    verified_at timestamptz,
+    PRIMARY KEY (migration_id, bucket, key)
+);
+""",
+    ),
 )
 
 
