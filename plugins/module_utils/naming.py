@@ -119,3 +119,17 @@ def parse_key(key: str) -> ParsedKey | None:
     except ValueError:  # not a stamp, or not a real date (20260231T...)
         return None
     return ParsedKey(site, kind, created, f"{site}/{kind}/{parts[2]}/", parts[3])
+
+
+# Markers: small objects inside an item, written by the collection, found by listing alone.
+#   <item prefix>.chom/valid      the item passed validation (db dumps: size floor and structure)
+#   <item prefix>.chom/invalid    the item failed validation; body: the reason
+#   <item prefix>.chom/deployed   an artifact that has been deployed
+MARKER_DIR = ".chom/"
+MARKERS = ("valid", "invalid", "deployed")
+
+
+def marker_key(item: str, marker: str) -> str:
+    if marker not in MARKERS:
+        raise NamingError(f"marker must be one of {', '.join(MARKERS)}, got {marker!r}")
+    return f"{item}{MARKER_DIR}{marker}"
