@@ -36,7 +36,6 @@ import itertools
 import os
 import struct
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 try:
     from cryptography.exceptions import InvalidTag
@@ -51,6 +50,7 @@ except ImportError as exc:  # pragma: no cover - depends on the controller
     CRYPTOGRAPHY_IMPORT_ERROR = exc
     InvalidTag = Exception
 
+from ansible_collections.chom.storage.plugins.module_utils import retention
 from ansible_collections.chom.storage.plugins.module_utils.backup_items import group_items, list_objects
 
 MAGIC = b"CHOMOFS"
@@ -64,7 +64,6 @@ NONCE_PREFIX_BYTES = 8
 KEY_CHECK_BYTES = 8
 READ_CHUNK = 1 << 20
 MIN_PART_SIZE = 5 << 20
-DEFAULT_RETENTION_DAYS = {"starter": 30, "pro": 90, "enterprise": 365}
 KEY_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 # User metadata of an offsite object (S3 lowercases the names).
@@ -506,54 +505,58 @@ def restore_to_bucket(offsite, bucket: str, key: str, master_key: bytes, dest, d
 # ------------------------------------------------------------------------------------ retention
 
 
-@dataclass
-class PrunePlan:
-    delete: list = field(default_factory=list)  # StoredItem
-    keep: list = field(default_factory=list)  # (StoredItem, why)
-    untiered_sites: list = field(default_factory=list)
+def retention_item(item, flags: int | None = None) -> retention.Item:
+    """The retention planner's view of a stored item; flags from its markers unless given."""
+    if flags is None:
+        flags = (retention.VALID if "valid" in item.markers else 0) | (
+            retention.INVALID if "invalid" in item.markers else 0)
+    size = sum(obj["size"] for obj in item.objects)
+    return retention.Item(item.site, item.kind, retention.epoch(item.created), size, item.prefix, flags)
 
 
-def plan_prune(items, site_tiers: dict, retention_days: dict, now) -> PrunePlan:
-    """Which offsite items have outlived their site's tier window.
+def is_good(item) -> bool:
+    """Copied offsite: a db item only with a ``valid`` marker, any other item unless marked ``invalid``."""
+    if "invalid" in item.markers:
+        return False
+    return item.kind != "db" or "valid" in item.markers
 
-    Never deleted: the newest item of a site and kind; an item whose site has no tier; a full or
-    incremental item that a kept incremental item depends on (the previous item of its chain).
+
+def plan_copy(items, site_tiers: dict, now) -> tuple[list, list]:
+    """(items to copy, [(item, why not)]) among a storage host's items.
+
+    An item is copied when it is good and the offsite retention would keep it (within the tier's
+    offsite window, the newest good item of its site and kind, or needed by a kept incremental);
+    items of sites without a known tier are copied and kept.
     """
-    plan = PrunePlan()
-    groups: dict[tuple, list] = {}
-    for item in items:
-        groups.setdefault((item.site, item.kind), []).append(item)
-    doomed = set()
-    for (site, _kind), group in sorted(groups.items()):
-        group.sort(key=lambda i: i.created)
-        tier = site_tiers.get(site)
-        if tier is None:
-            if site not in plan.untiered_sites:
-                plan.untiered_sites.append(site)
-            continue
-        cutoff = now - timedelta(days=retention_days[tier])
-        for item in group[:-1]:
-            if item.created < cutoff:
-                doomed.add(item.prefix)
-    # A kept incremental needs the previous item (full or incremental) of its site's chain.
-    chains: dict[str, list] = {}
-    for item in items:
-        if item.kind in ("full", "incremental"):
-            chains.setdefault(item.site, []).append(item)
-    needed = {}
-    for chain in chains.values():
-        chain.sort(key=lambda i: i.created)
-        for position in range(len(chain) - 1, 0, -1):
-            later, earlier = chain[position], chain[position - 1]
-            if later.kind == "incremental" and later.prefix not in doomed and earlier.prefix in doomed:
-                doomed.discard(earlier.prefix)
-                needed[earlier.prefix] = later.prefix
-    for item in sorted(items, key=lambda i: (i.site, i.kind, i.created)):
-        if item.prefix in doomed:
-            plan.delete.append(item)
-        elif item.prefix in needed:
-            plan.keep.append((item, f"needed by {needed[item.prefix]}"))
-    return plan
+    by_prefix = {item.prefix: item for item in items}
+    good = [item for item in items if is_good(item)]
+    skipped = [(item, "marked invalid" if "invalid" in item.markers else "not validated yet (no valid marker)")
+               for item in items if not is_good(item)]
+    sites = {site: retention.Site(tier) for site, tier in site_tiers.items()}
+    plan = retention.plan([retention_item(item) for item in good], sites, now, offsite=True)
+    copy = []
+    for planned, action, reason in plan.decisions():
+        if action == "keep":
+            copy.append(by_prefix[planned.ref])
+        else:
+            skipped.append((by_prefix[planned.ref], f"offsite retention: {reason}"))
+    return copy, skipped
+
+
+def plan_prune(items, site_tiers: dict, now) -> tuple[list, list]:
+    """([(item, reason)] to delete, [(item, reason)] kept) among the offsite copies.
+
+    Offsite copies are good by construction (only good items are copied), so the planner's rules
+    apply unchanged: the tier's offsite window (30 / 90 / 365 days), never the newest good item of a
+    site and kind, never an item a kept incremental depends on, never items of unknown sites or tiers.
+    """
+    by_prefix = {item.prefix: item for item in items}
+    sites = {site: retention.Site(tier) for site, tier in site_tiers.items()}
+    plan = retention.plan([retention_item(item, retention.VALID) for item in items], sites, now, offsite=True)
+    delete, keep = [], []
+    for planned, action, reason in plan.decisions():
+        (delete if action == "delete" else keep).append((by_prefix[planned.ref], reason))
+    return delete, keep
 
 
 def list_offsite_items(offsite, settings: CopySettings, bucket: str, sites=None):

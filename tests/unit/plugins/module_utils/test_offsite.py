@@ -20,6 +20,7 @@ from ansible_collections.chom.storage.plugins.module_utils.offsite import (
     encrypt_stream,
     parse_header,
     parse_master_key,
+    plan_copy,
     plan_prune,
 )
 
@@ -189,44 +190,66 @@ def test_key_id_is_checked():
             check_key_id(bad)
 
 
-# ---------------------------------------------------------------- retention plan
+# ---------------------------------------------------------------- what is copied and what is pruned
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
+TIERS = {"a": "starter", "b": "pro", "c": "enterprise"}
 
 
-def item(site, kind, days_ago):
+def item(site, kind, days_ago, markers=("valid",)):
     created = NOW - timedelta(days=days_ago)
     return StoredItem("chom-backups", site, kind, created, f"{site}/{kind}/{created:%Y%m%dT%H%M%SZ}/",
-                      [{"key": "x", "name": "x", "size": 1, "etag": ""}])
+                      [{"key": "x", "name": "x", "size": 1, "etag": ""}], set(markers))
 
 
-RETENTION = {"starter": 30, "pro": 90, "enterprise": 365}
+def prefixes(pairs):
+    return sorted(i.prefix for i, _ in pairs)
 
 
 def test_prune_by_tier_window_keeps_newest():
     items = [item("a", "db", d) for d in (40, 31, 29, 1)] + [item("b", "db", d) for d in (100, 60)] \
         + [item("c", "db", d) for d in (400, 300)]
-    plan = plan_prune(items, {"a": "starter", "b": "pro", "c": "enterprise"}, RETENTION, NOW)
-    assert sorted(i.prefix for i in plan.delete) == sorted(
-        [items[0].prefix, items[1].prefix, items[4].prefix, items[6].prefix])
+    delete, _ = plan_prune(items, TIERS, NOW)
+    assert prefixes(delete) == sorted([items[0].prefix, items[1].prefix, items[4].prefix, items[6].prefix])
 
 
 def test_prune_never_deletes_the_newest_even_when_expired():
     items = [item("a", "db", 200), item("a", "db", 100)]
-    plan = plan_prune(items, {"a": "starter"}, RETENTION, NOW)
-    assert [i.prefix for i in plan.delete] == [items[0].prefix]
+    delete, keep = plan_prune(items, TIERS, NOW)
+    assert prefixes(delete) == [items[0].prefix]
+    assert keep == [(items[1], "newest good item of its site and kind")]
 
 
-def test_prune_leaves_untiered_sites_alone():
-    items = [item("a", "db", 200), item("a", "db", 100)]
-    plan = plan_prune(items, {}, RETENTION, NOW)
-    assert plan.delete == [] and plan.untiered_sites == ["a"]
+def test_prune_leaves_sites_without_tier_alone():
+    items = [item("x", "db", 200), item("x", "db", 100)]
+    delete, keep = plan_prune(items, TIERS, NOW)
+    assert delete == [] and {reason for _, reason in keep} == {"site unknown to the control plane"}
 
 
 def test_prune_keeps_the_chain_a_kept_incremental_needs():
-    full = item("a", "full", 40)
+    old_full, full = item("a", "full", 60), item("a", "full", 40)
     inc1, inc2 = item("a", "incremental", 35), item("a", "incremental", 20)
-    old_full, newest_full = item("a", "full", 60), item("a", "full", 10)
-    plan = plan_prune([old_full, full, inc1, inc2, newest_full], {"a": "starter"}, RETENTION, NOW)
-    assert [i.prefix for i in plan.delete] == [old_full.prefix]
-    assert {i.prefix for i, _ in plan.keep} == {full.prefix, inc1.prefix}
+    newest_full = item("a", "full", 10)
+    delete, keep = plan_prune([old_full, full, inc1, inc2, newest_full], TIERS, NOW)
+    assert prefixes(delete) == [old_full.prefix]
+    assert dict((i.prefix, r) for i, r in keep)[full.prefix] == "a kept item depends on it"
+
+
+def test_copy_only_good_items_offsite_retention_would_keep():
+    unvalidated, invalid = item("a", "db", 1, markers=()), item("a", "db", 2, markers=("invalid",))
+    expired, newest = item("a", "db", 45), item("a", "db", 3)
+    full_invalid = item("a", "full", 1, markers=("invalid",))
+    full_unmarked = item("a", "full", 2, markers=())
+    copy, skipped = plan_copy([unvalidated, invalid, expired, newest, full_invalid, full_unmarked], TIERS, NOW)
+    assert sorted(i.prefix for i in copy) == sorted([newest.prefix, full_unmarked.prefix])
+    reasons = {i.prefix: why for i, why in skipped}
+    assert reasons[unvalidated.prefix] == "not validated yet (no valid marker)"
+    assert reasons[invalid.prefix] == reasons[full_invalid.prefix] == "marked invalid"
+    assert reasons[expired.prefix] == "offsite retention: older than its retention window"
+
+
+def test_copy_keeps_an_old_newest_item_so_it_is_not_copied_and_pruned_in_turn():
+    only = item("a", "db", 100)
+    copy, _ = plan_copy([only], TIERS, NOW)
+    assert copy == [only]
+    assert plan_prune([only], TIERS, NOW)[0] == []
