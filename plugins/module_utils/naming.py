@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 KINDS = ("full", "incremental", "db", "config", "dr", "logs", "artifact", "media")
 KIND_BUCKETS = {
@@ -73,13 +73,13 @@ def stamp(when: datetime) -> str:
     """UTC stamp of an aware datetime; a naive one is refused rather than guessed."""
     if when.tzinfo is None or when.utcoffset() is None:
         raise NamingError("times must be timezone-aware; naive datetimes are refused")
-    return when.astimezone(timezone.utc).strftime(STAMP_FORMAT)
+    return when.astimezone(UTC).strftime(STAMP_FORMAT)
 
 
 def parse_stamp(text: str) -> datetime:
     if not STAMP_RE.match(text):
         raise NamingError(f"{text!r} is not a UTC stamp YYYYMMDDTHHMMSSZ")
-    return datetime.strptime(text, STAMP_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, STAMP_FORMAT).replace(tzinfo=UTC)
 
 
 def item_prefix(site: str, kind: str, when: datetime) -> str:

@@ -28,9 +28,19 @@ def s3_argument_spec() -> dict:
     )
 
 
-def make_client(endpoint_url, access_key, secret_key, region=DEFAULT_REGION, attempts=3, timeout=10):
-    """An S3 client as CHOM-APP's Laravel driver uses it: path-style addressing, SigV4."""
+def make_client(endpoint_url, access_key, secret_key, region=DEFAULT_REGION, attempts=3, timeout=10, pool=10):
+    """An S3 client as CHOM-APP's Laravel driver uses it: path-style addressing, SigV4.
+
+    Checksums are sent only where the caller gives one (or the operation requires one), so a
+    SHA-256 the caller computed is never replaced by the SDK's default CRC.
+    """
+    # Older botocore (Debian's, on the storage hosts) has neither option and sends no default checksum.
+    checksums = {}
+    if "request_checksum_calculation" in Config.OPTION_DEFAULTS:
+        checksums = dict(request_checksum_calculation="when_required", response_checksum_validation="when_required")
     config = Config(
+        max_pool_connections=pool,
+        **checksums,
         signature_version="s3v4",
         s3={"addressing_style": "path"},
         retries={"max_attempts": attempts, "mode": "standard"},
