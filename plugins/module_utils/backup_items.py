@@ -45,7 +45,7 @@ def parse_now(text: str | None) -> datetime:
         return datetime.now(UTC)
     try:
         return parse_stamp(text)
-    except NamingError:
+    except ValueError:  # not a stamp, or not a real date
         pass
     try:
         when = datetime.fromisoformat(text)

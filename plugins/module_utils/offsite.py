@@ -477,8 +477,7 @@ def restore_to_file(offsite, bucket: str, key: str, master_key: bytes, path: str
     directory = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(directory, f".{os.path.basename(path)}.chom-restore-{os.getpid()}")
     try:
-        with open(temp, "wb") as handle:
-            os.chmod(temp, mode)
+        with os.fdopen(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as handle:
             for data in reader:
                 handle.write(data)
             handle.flush()

@@ -235,3 +235,15 @@ def test_7_offsite_retention_deletes_only_expired_copies_never_the_newest(run_mo
     much_later = run_module("offsite_copy", copy_args(engines, encryption_key, now="20260401T000000Z"))
     assert not much_later.failed and not much_later.changed, much_later.result
     assert offsite_keys(archive) == remaining
+
+
+def test_8_storage_class_is_passed_to_the_target(run_module, engines, encryption_key):
+    storage, archive = engines
+    key = "delta/db/20260120T020000Z/dump.sql.gz"
+    storage.client().put_object(Bucket=SOURCE, Key=key, Body=body("d1", 1500))
+    storage.client().put_object(Bucket=SOURCE, Key="delta/db/20260120T020000Z/.chom/valid", Body=b"")
+    run = run_module("offsite_copy", copy_args(engines, encryption_key, sites=["delta"], storage_class="GLACIER",
+                                               site_tiers={"delta": "enterprise"}))
+    assert not run.failed and [c["key"] for c in run.result["copied"]] == [f"{SOURCE}/{key}"], run.result
+    head = archive.client().head_object(Bucket=OFFSITE, Key=f"{PREFIX}{SOURCE}/{key}")
+    assert head["StorageClass"] == "GLACIER"

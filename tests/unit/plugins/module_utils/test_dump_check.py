@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from ansible_collections.chom.storage.plugins.module_utils.backup_items import parse_now
 from ansible_collections.chom.storage.plugins.module_utils.dump_check import (
     DumpCheck,
     ItemResult,
@@ -17,6 +18,7 @@ from ansible_collections.chom.storage.plugins.module_utils.dump_check import (
     count_recent,
     write_results_file,
 )
+from ansible_collections.chom.storage.plugins.module_utils.naming import NamingError
 
 
 def mysql_dump(rows: int = 300, trailer: bool = True) -> bytes:
@@ -150,3 +152,12 @@ def test_results_file_written_atomically_and_only_on_change(tmp_path):
     assert not write_results_file(str(path), {"succeeded": 3, "failed": 1})
     assert write_results_file(str(path), {"succeeded": 4, "failed": 1})
     assert sorted(p.name for p in path.parent.iterdir()) == ["backup-results.json"]
+
+
+def test_now_is_the_clock_a_stamp_or_iso_with_a_zone():
+    assert parse_now("20260102T030405Z") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert parse_now("2026-01-02T04:04:05+01:00") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert parse_now(None).tzinfo is not None
+    for bad in ("2026-01-02T03:04:05", "yesterday", "20260231T000000Z"):
+        with pytest.raises(NamingError):
+            parse_now(bad)
