@@ -434,3 +434,41 @@ def test_destination_holding_other_objects_of_the_site_is_refused(cp, engines):
     assert site_row(cp, site)["host"] == "mig-src"
     assert dst.client().get_object(Bucket="chom-media", Key=f"{site}/media/stale.jpg")["Body"].read() == b"left over"
 
+
+
+def test_migrate_site_playbook_check_mode_then_real_run(cp, engines, tmp_path):
+    src, dst = engines
+    site = new_site(cp)
+    expected = fill(src, site, count=4)
+
+    def host(engine):
+        return {"ansible_connection": "local", "object_store_listen_address": "127.0.0.1",
+                "object_store_s3_port": int(engine.endpoint.rsplit(":", 1)[1]),
+                "object_store_admin_access_key": engine.admin.access_key,
+                "object_store_admin_secret_key": engine.admin.secret_key}
+
+    inventory = {"all": {"hosts": {"mig-src": host(src), "mig-dst": host(dst)},
+                         "vars": {"control_plane_db_host": cp.host, "control_plane_db_port": cp.port,
+                                  "control_plane_db_name": cp.name, "control_plane_db_user": cp.user,
+                                  "control_plane_db_password": cp.password, "control_plane_db_sslmode": "disable"}}}
+    (tmp_path / "hosts.yml").write_text(json.dumps(inventory))
+    secrets_shown = (src.admin.secret_key, dst.admin.secret_key, cp.password)
+
+    def play(*extra):
+        proc = subprocess.run([str(REPO_ROOT / ".venv/bin/ansible-playbook"), "-i", str(tmp_path / "hosts.yml"),
+                               "playbooks/migrate_site.yml", "-e", f"site_id={site}", "-e", "source_host=mig-src",
+                               "-e", "dest_host=mig-dst", *extra], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert not any(secret in proc.stdout + proc.stderr for secret in secrets_shown)
+        return proc
+
+    check = play("--check")
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert "changed=1" in check.stdout and migrations(cp, site) == [] and contents(dst, site) == {}
+    real = play()
+    assert real.returncode == 0, real.stdout[-3000:]
+    assert contents(dst, site) == expected and site_row(cp, site)["host"] == "mig-dst"
+    again = play()
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+    bad = play("-e", "dest_host=mig-src")
+    assert bad.returncode != 0 and "two different hosts" in bad.stdout
