@@ -252,3 +252,16 @@ def test_next_sunday_is_a_self_contained_full_snapshot(lab, snap):
     shared = {tuple(item["inode"]) for item in copy.values() if "inode" in item} & {
         tuple(item["inode"]) for item in previous.values() if "inode" in item}
     assert not shared
+
+
+def test_bad_site_list_is_refused_before_any_host_changes(lab, snap):
+    config = "/etc/chom-storage/snapshot/snapshot.json"
+    before = lab.ssh(snap["host"], f"sha256sum {config}").stdout
+    bad = json.dumps({"customer_vps_sites": [{"site": "Bad Site", "document_root": "/var/www/ok"},
+                                             {"site": "ok-site", "document_root": "var/www/relative"}]})
+    result = lab.playbook("playbooks/snapshot_sites.yml", "-e", bad)
+    assert result.returncode != 0
+    assert "Customer VPS sites refused" in result.stdout
+    assert "'Bad Site'" in result.stdout and "'var/www/relative'" in result.stdout
+    assert "Install the snapshot program" not in result.stdout
+    assert lab.ssh(snap["host"], f"sha256sum {config}").stdout == before
