@@ -23,6 +23,7 @@ PROGRAM = "/usr/local/libexec/chom-storage/chom-snapshot --config /etc/chom-stor
 SNAPSHOTS = f"/mnt/chom-storage/snapshots/{SITE}"
 SUNDAY, MONDAY, TUESDAY = "2026-01-04T03:00:00Z", "2026-01-05T03:00:00Z", "2026-01-06T03:00:00Z"
 WEDNESDAY, THURSDAY, NEXT_SUNDAY = "2026-01-07T03:00:00Z", "2026-01-08T03:00:00Z", "2026-01-11T03:00:00Z"
+RESULTS = "/var/lib/chom-storage/backup-results.json"
 SIDECAR_KEYS = {"kind", "status", "base", "files", "bytes", "linked_files", "started", "finished"}
 
 # Printed by both sides: every entry below a root with type, mode, owner, size, content hash, link
@@ -101,7 +102,11 @@ def snap(lab):
 
     lab.ssh(vps, f"rm -rf /root/{SITE}.orig && cp -a {ROOT} /root/{SITE}.orig")
     lab.ssh(host, f"rm -rf {SNAPSHOTS}")
+    # The failures these tests provoke must not count in the host's backup success rate, which the
+    # capacity check turns into a full host below 95 %.
+    lab.ssh(host, f"if [ -f {RESULTS} ]; then cp -p {RESULTS} {RESULTS}.e2e-saved; else rm -f {RESULTS}.e2e-saved; fi")
     yield {"host": host, "vps": vps}
+    lab.ssh(host, f"if [ -f {RESULTS}.e2e-saved ]; then mv {RESULTS}.e2e-saved {RESULTS}; else rm -f {RESULTS}; fi")
     lab.ssh(vps, f"rm -rf {ROOT} {ROOT}.away && cp -a /root/{SITE}.orig {ROOT} && rm -rf /root/{SITE}.orig")
     set_paused(lab, SITE, False)
 
@@ -190,8 +195,8 @@ def test_unreadable_source_fails_loudly_and_publishes_nothing(lab, snap):
         before = snapshot_dir_names(lab, snap)
         code, result, out = run(lab, snap, WEDNESDAY)
         assert code == 1, out
-        assert result["status"] == "failed" and "failed (exit 23)" in result["error"], result
-        assert "change_dir" in result["error"], result
+        assert result["status"] == "failed" and re.search(r"failed \(exit (?!24\))\d+\)", result["error"]), result
+        assert "Restricted directory does not exist" in result["error"], result
         assert "snapshot failed, nothing published" in out
         assert snapshot_dir_names(lab, snap) == before
     finally:
