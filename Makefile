@@ -6,7 +6,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 PYTEST := $(BIN)/pytest
 
-.PHONY: help setup lab lab-up lab-down lab-demo test lint rules unit integration molecule e2e build bench-placement
+.PHONY: help setup lab lab-up lab-down lab-demo test lint rules unit integration molecule e2e build bench-placement bench-migration bench-retention
 
 help:
 	@echo "make lab        set up this machine, start the lab, run playbooks/site.yml and the demo"
@@ -17,6 +17,8 @@ help:
 	@echo "make lint|rules|unit|integration|molecule|e2e   one stage of make test"
 	@echo "make build      build the collection tarball into .lab/build/"
 	@echo "make bench-placement   placement speed, balance and movement against uhashring"
+	@echo "make bench-migration   verified migration throughput against a plain boto3 copy, peak memory"
+	@echo "make bench-retention   retention planning of 1,000,000 items against listing 100,000 keys"
 
 setup:
 	@lab/setup-host.sh
@@ -39,7 +41,7 @@ lab-demo:
 test: setup lint rules unit integration molecule e2e
 
 lint: setup
-	$(BIN)/ruff check plugins roles/replication/files/chom-replicate tests lab benchmarks
+	$(BIN)/ruff check plugins roles/replication/files/chom-replicate roles/snapshot/files/chom-snapshot tests lab benchmarks
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production --offline
 
@@ -67,3 +69,9 @@ build: setup
 
 bench-placement: setup
 	$(BIN)/python benchmarks/placement.py
+
+bench-migration: setup
+	$(BIN)/python benchmarks/migration.py
+
+bench-retention: setup
+	$(BIN)/python benchmarks/retention.py

@@ -23,6 +23,7 @@ import yaml
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "collections"))
 
+from ansible_collections.chom.storage.plugins.module_utils.naming import item_key  # noqa: E402
 from ansible_collections.chom.storage.plugins.module_utils.s3 import make_client  # noqa: E402
 
 BUCKET = "chom-backups"
@@ -100,11 +101,11 @@ def main() -> int:
     sites = [f"site-{n:03d}" for n in range(1, args.sites + 1)]
     placement = place_sites(hostvars[primary], secrets["lab_db_password"], sites)
 
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    now = datetime.now(UTC)
     for n, site in enumerate(sites, start=1):
         host = placement[site]
         body = os.urandom(64 * 1024 * n)
-        name = f"{site}/full-{stamp}.tar.gz"
+        name = item_key(site, "full", now, "files.tar.gz")
         client = make_client(f"http://{hosts[host]}:8333", *key)
         client.put_object(Bucket=BUCKET, Key=name, Body=body, ContentType="application/gzip")
         digest = hashlib.sha256(body).hexdigest()[:16]
@@ -134,7 +135,18 @@ def main() -> int:
         print("lab: no replication lag metric on the primary", file=sys.stderr)
         return 1
     lag = float(match.group(1))
-    print(f"lab: ok hosts={len(hosts)} objects_replicated={verified} replication_lag_seconds={lag:.1f}")
+
+    # The storage hosts pull the sites' files from the customer VPS: today's file-tier snapshot.
+    subprocess.run([os.path.join(REPO, ".venv/bin/ansible-playbook"), "-i", os.path.join(REPO, "inventories/lab"),
+                    os.path.join(REPO, "playbooks/snapshot_sites.yml")], check=True, cwd=REPO,
+                   stdout=subprocess.DEVNULL)
+    snapshots = 0
+    for host in sorted(hosts):
+        listing = ssh(hosts[host], "ls -1 /mnt/chom-storage/snapshots/*/ 2>/dev/null | grep -c '^[0-9]*T[0-9]*Z$'")
+        snapshots += int(listing.stdout.strip() or 0)
+    print(f"{snapshots} file-tier snapshot(s) on the storage hosts")
+    print(f"lab: ok hosts={len(hosts)} objects_replicated={verified} replication_lag_seconds={lag:.1f} "
+          f"snapshots={snapshots}")
     return 0
 
 

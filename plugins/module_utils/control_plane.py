@@ -125,6 +125,8 @@ CREATE TABLE storage_migration_objects (
     source_etag text NOT NULL,
     in_snapshot boolean NOT NULL,
     sha256 text CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    dest_etag text,
+    dest_checksum text,
     verified_at timestamptz,
     PRIMARY KEY (migration_id, bucket, key)
 );

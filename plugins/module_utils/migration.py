@@ -80,6 +80,7 @@ class Settings:
     multipart_threshold: int = 16 * MiB
     part_size: int = 8 * MiB
     concurrency: int = 8
+    part_concurrency: int = 4
     memory_budget: int = 64 * MiB
     retain_hours: float = 24.0
     max_delta_rounds: int = 5
@@ -116,8 +117,9 @@ class Entry:
     source_etag: str
     in_snapshot: bool
     sha256: str | None = None
-    dest_checksum: str | None = None
+    dest_checksum: str | None = None  # the engine's SHA-256 checksum of what it stored, as it returned it
     verified: bool = False
+    dest_etag: str | None = None  # the destination's ETag right after the upload: identity, not checksum
 
 
 @dataclass
@@ -129,6 +131,7 @@ class Progress:
     copied_objects: int = 0
     copied_bytes: int = 0
     skipped_objects: int = 0
+    verified_by_reading: int = 0
     deleted_on_dest: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -153,6 +156,23 @@ def b64(digest: bytes) -> str:
 def composite_checksum(part_digests: list[bytes]) -> str:
     """The S3 composite SHA-256 of a multipart upload: SHA-256 of the part digests, ``-<parts>``."""
     return f"{b64(hashlib.sha256(b''.join(part_digests)).digest())}-{len(part_digests)}"
+
+
+def release_large_buffers_promptly() -> None:
+    """Ask glibc to give every buffer of 1 MiB or more back to the system as soon as it is freed.
+
+    By default glibc raises its mmap threshold as large blocks are freed, after which object-sized
+    buffers are carved from per-thread heaps that are rarely returned: the process keeps the peak of
+    every thread's buffers. With a fixed threshold the memory of a run stays what the byte budget
+    allows. Without glibc (or ctypes) nothing is changed.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, MiB)  # M_MMAP_THRESHOLD; fixing it also turns off the dynamic adjustment
+    except (OSError, AttributeError):
+        pass
 
 
 class ByteBudget:
@@ -186,15 +206,26 @@ def content_args(response: dict) -> dict:
     return args
 
 
-def copy_object(src, dst, bucket: str, key: str, settings: Settings, budget: ByteBudget) -> tuple[str, str, int, str]:
-    """Stream one object; return (sha256 hex, destination checksum, size, source ETag copied)."""
+@dataclass
+class Copied:
+    sha256: str  # hex SHA-256 of the bytes read from the source
+    size: int
+    source_etag: str  # ETag of the source object that was read
+    dest_etag: str
+    dest_checksum: str | None  # the engine's checksum of what it stored, when it matches what was sent
+
+
+def copy_object(src, dst, bucket: str, key: str, settings: Settings, budget: ByteBudget) -> Copied:
+    """Stream one object from ``src`` to ``dst`` with SHA-256 checksums the engine verifies."""
     response = src.get_object(Bucket=bucket, Key=key)
     body = response["Body"]
     size = int(response["ContentLength"])
     etag = response["ETag"].strip('"')
     extra = content_args(response)
     try:
-        if size <= settings.multipart_threshold:
+        if size > settings.multipart_threshold:
+            sha, expected, result = copy_multipart(body, dst, bucket, key, size, extra, settings, budget)
+        else:
             held = budget.acquire(max(size, 1))
             data = b""
             try:
@@ -203,72 +234,69 @@ def copy_object(src, dst, bucket: str, key: str, settings: Settings, budget: Byt
                     raise MigrationError(f"{bucket}/{key}: read {len(data)} bytes, expected {size}")
                 digest = hashlib.sha256(data).digest()
                 extra.setdefault("Metadata", {})[SHA256_METADATA] = digest.hex()
-                dst.put_object(Bucket=bucket, Key=key, Body=data, ChecksumSHA256=b64(digest), **extra)
+                sha, expected = digest.hex(), b64(digest)
+                result = dst.put_object(Bucket=bucket, Key=key, Body=data, ChecksumSHA256=expected, **extra)
             finally:
                 del data
                 budget.release(held)
-            return digest.hex(), b64(digest), size, etag
-        return (*copy_multipart(body, dst, bucket, key, size, extra, settings, budget), size, etag)
     finally:
         body.close()
+    returned = result.get("ChecksumSHA256")
+    return Copied(sha, size, etag, result["ETag"].strip('"'), returned if returned == expected else None)
 
 
 def copy_multipart(body, dst, bucket, key, size, extra, settings: Settings, budget: ByteBudget):
+    """Part by part: each part is read, hashed and handed to a small pool of uploaders; the
+    budget bounds the parts in memory. Returns (sha256 hex, expected composite, complete response)."""
     part_size = max(settings.part_size, -(-size // MAX_PARTS))
     whole = hashlib.sha256()
-    upload = dst.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)
-    upload_id = upload["UploadId"]
-    parts: dict[int, dict] = {}
-    digests: dict[int, bytes] = {}
-    errors: list[BaseException] = []
-    threads: list[threading.Thread] = []
+    upload_id = dst.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **extra)["UploadId"]
+    digests: list[bytes] = []
+    futures = []
+    holds = {}
 
-    def send(number: int, data: bytes, digest: bytes, held: int) -> None:
+    def send(number: int, data: bytes, digest: bytes, held: int) -> dict:
         try:
             result = dst.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data,
                                      ChecksumSHA256=b64(digest))
-            parts[number] = {"PartNumber": number, "ETag": result["ETag"], "ChecksumSHA256": b64(digest)}
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            errors.append(exc)
+            return {"PartNumber": number, "ETag": result["ETag"], "ChecksumSHA256": b64(digest)}
         finally:
             budget.release(held)
 
+    uploaders = ThreadPoolExecutor(max_workers=settings.part_concurrency, thread_name_prefix="part")
     try:
-        number, read = 0, 0
+        read = 0
         while read < size:
-            if errors:
-                raise errors[0]
+            failed = [f for f in futures if f.done() and f.exception() is not None]
+            if failed:
+                raise failed[0].exception()
             held = budget.acquire(part_size)
             data = body.read(min(part_size, size - read))
             if not data:
                 budget.release(held)
                 raise MigrationError(f"{bucket}/{key}: source ended after {read} of {size} bytes")
-            number += 1
             read += len(data)
             whole.update(data)
-            digest = hashlib.sha256(data).digest()
-            digests[number] = digest
-            thread = threading.Thread(target=send, args=(number, data, digest, held), daemon=True)
-            thread.start()
-            threads.append(thread)
-            threads = [t for t in threads if t.is_alive()]
+            digests.append(hashlib.sha256(data).digest())
+            futures.append(uploaders.submit(send, len(digests), data, digests[-1], held))
+            holds[futures[-1]] = held
             del data
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-        ordered = [parts[n] for n in range(1, number + 1)]
-        dst.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
-                                      MultipartUpload={"Parts": ordered})
+        parts = [future.result() for future in futures]
+        result = dst.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                               MultipartUpload={"Parts": parts})
     except BaseException:
-        for thread in threads:
-            thread.join()
+        for future in futures:
+            if future.cancel():  # never ran: its bytes go back to the budget here
+                budget.release(holds[future])
+        uploaders.shutdown(wait=True)
         try:
             dst.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         except (BotoCoreError, ClientError):
             pass
         raise
-    return whole.hexdigest(), composite_checksum([digests[n] for n in range(1, number + 1)])
+    finally:
+        uploaders.shutdown(wait=True)
+    return whole.hexdigest(), composite_checksum(digests), result
 
 
 def content_sha256(client, bucket: str, key: str, chunk: int = MiB) -> tuple[str, int]:
@@ -406,10 +434,10 @@ class Store:
 
     def load_manifest(self) -> dict[tuple[str, str], Entry]:
         with self.conn.cursor() as cur:
-            cur.execute("SELECT bucket, key, size_bytes, source_etag, in_snapshot, sha256, verified_at IS NOT NULL"
-                        " FROM storage_migration_objects WHERE migration_id = %s", (self.id,))
-            return {(b, k): Entry(b, k, size, etag, snap, sha, None, verified)
-                    for b, k, size, etag, snap, sha, verified in cur.fetchall()}
+            cur.execute("SELECT bucket, key, size_bytes, source_etag, in_snapshot, sha256, dest_checksum,"
+                        " verified_at IS NOT NULL, dest_etag FROM storage_migration_objects WHERE migration_id = %s",
+                        (self.id,))
+            return {(row[0], row[1]): Entry(*row) for row in cur.fetchall()}
 
     def record_snapshot(self, entries: list[Entry]) -> None:
         with self.conn.transaction(), self.conn.cursor() as cur:
@@ -424,10 +452,13 @@ class Store:
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO storage_migration_objects (migration_id, bucket, key, size_bytes, source_etag,"
-                " in_snapshot, sha256, verified_at) VALUES (%s, %s, %s, %s, %s, %s, %s, now())"
+                " in_snapshot, sha256, dest_etag, dest_checksum, verified_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now())"
                 " ON CONFLICT (migration_id, bucket, key) DO UPDATE SET size_bytes = EXCLUDED.size_bytes,"
-                " source_etag = EXCLUDED.source_etag, sha256 = EXCLUDED.sha256, verified_at = now()",
-                [(self.id, e.bucket, e.key, e.size, e.source_etag, e.in_snapshot, e.sha256) for e in entries])
+                " source_etag = EXCLUDED.source_etag, sha256 = EXCLUDED.sha256, dest_etag = EXCLUDED.dest_etag,"
+                " dest_checksum = EXCLUDED.dest_checksum, verified_at = now()",
+                [(self.id, e.bucket, e.key, e.size, e.source_etag, e.in_snapshot, e.sha256, e.dest_etag,
+                  e.dest_checksum) for e in entries])
 
     def forget(self, entries: list[Entry]) -> None:
         with self.conn.transaction(), self.conn.cursor() as cur:
@@ -605,9 +636,11 @@ class Migrator:
             return 0
 
         def one(bucket, key, size):
-            sha, checksum, copied_size, etag = copy_object(self.src, self.dst, bucket, key, self.settings, self.budget)
+            copied = copy_object(self.src, self.dst, bucket, key, self.settings, self.budget)
             old = self.manifest.get((bucket, key))
-            entry = Entry(bucket, key, copied_size, etag, bool(old and old.in_snapshot), sha, checksum, True)
+            entry = Entry(bucket, key, copied.size, copied.source_etag, bool(old and old.in_snapshot), copied.sha256,
+                          copied.dest_checksum, True, copied.dest_etag)
+            copied_size = copied.size
             self.manifest[(bucket, key)] = entry
             with self.progress.lock:
                 self.progress.objects_done += 1
@@ -685,15 +718,30 @@ class Migrator:
                              "try again in a quieter period or use the maintenance strategy")
 
     def verify(self, source: dict) -> None:
+        """Check every object on the destination before the switch.
+
+        An object is verified when the engine returned, for its upload, the SHA-256 checksum of the
+        bytes read from the source, and the destination's listing still shows the size and ETag it
+        had right after that upload (the ETag serves only to tell that the object was not replaced
+        since; it is never taken for a checksum). Any other object - replaced since, uploaded by an
+        earlier run without those records, or all of them with ``verify_content`` - is checked by
+        its SHA-256 checksum header, or read back and hashed.
+        """
         entries = [self.manifest[key] for key in sorted(source)]
         unverified = [f"{e.bucket}/{e.key}" for e in entries if not e.verified or not e.sha256]
         if unverified:
             raise MigrationError(f"{len(unverified)} objects were never copied (first: {unverified[0]})")
-        problems = []
+        on_dest = self.listing(self.dst)
+        problems, deeper = [], []
+        for entry in entries:
+            seen = on_dest.get((entry.bucket, entry.key))
+            if seen is None:
+                problems.append(f"{entry.bucket}/{entry.key}\0{entry.bucket}/{entry.key}: missing on the destination")
+            elif self.settings.verify_content or not entry.dest_checksum or seen != (entry.size, entry.dest_etag):
+                deeper.append(entry)
         with ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="verify") as pool:
-            for problem in pool.map(lambda e: self.verify_one(e), entries):
-                if problem:
-                    problems.append(problem)
+            problems += [problem for problem in pool.map(self.verify_one, deeper) if problem]
+        self.progress.verified_by_reading = len(deeper)
         if problems:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 cur.executemany("UPDATE storage_migration_objects SET verified_at = NULL WHERE migration_id = %s"
@@ -745,6 +793,7 @@ class Migrator:
 
     def run(self) -> dict:
         self.settings.check()
+        release_large_buffers_promptly()
         req = self.request
         if not try_lock_site(self.conn, req.site_id):
             raise MigrationRefused(f"another process is migrating site {req.site_id} right now")
@@ -787,6 +836,7 @@ class Migrator:
         p = self.progress
         return dict(migration=record, resumed=self.resumed, copied_objects=p.copied_objects,
                     copied_bytes=p.copied_bytes, skipped_objects=p.skipped_objects,
+                    verified_by_header_or_content=p.verified_by_reading,
                     deleted_on_destination=p.deleted_on_dest[:1000])
 
 

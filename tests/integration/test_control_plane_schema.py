@@ -49,10 +49,11 @@ def test_applies_every_version_on_an_empty_database(run_module, pg_db):
         ).fetchone()[0]
         assert indexed == 1
         foreign = conn.execute(
-            "SELECT confrelid::regclass::text FROM pg_constraint"
-            " WHERE conrelid = 'sites'::regclass AND contype = 'f'"
+            "SELECT a.attname, c.confrelid::regclass::text FROM pg_constraint c JOIN pg_attribute a"
+            " ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
+            " WHERE c.conrelid = 'sites'::regclass AND c.contype = 'f' ORDER BY a.attname"
         ).fetchall()
-        assert foreign == [("storage_hosts",)]
+        assert foreign == [("dual_write_host_id", "storage_hosts"), ("storage_host_id", "storage_hosts")]
         recorded = conn.execute(f"SELECT version, length(checksum) FROM {SCHEMA_TABLE}").fetchall()
         assert recorded == [(v, 64) for v in ALL_VERSIONS]
 
