@@ -232,6 +232,14 @@ write_inventory() {
     echo "          hosts:"
     echo "            $(host_name 2):"
     echo "              ansible_host: $(host_ip 2)"
+    if [ "$hosts_count" -gt 2 ]; then
+      echo "        storage_pool:"
+      echo "          hosts:"
+      for i in $(seq 3 "$hosts_count"); do
+        echo "            $(host_name "$i"):"
+        echo "              ansible_host: $(host_ip "$i")"
+      done
+    fi
     echo "    customer_vps:"
     echo "      hosts:"
     echo "        $vps_name:"
@@ -248,14 +256,6 @@ write_inventory() {
     echo "          ansible_python_interpreter: $repo/.venv/bin/python"
     echo "          monitoring_prometheus_manage_service: false"
     echo "          monitoring_prometheus_config_dir: $state/prometheus"
-    if [ "$hosts_count" -gt 2 ]; then
-      echo "        storage_pool:"
-      echo "          hosts:"
-      for i in $(seq 3 "$hosts_count"); do
-        echo "            $(host_name "$i"):"
-        echo "              ansible_host: $(host_ip "$i")"
-      done
-    fi
   } >"$file.new"
   mv "$file.new" "$file"
 }
