@@ -95,8 +95,12 @@ ALTER TABLE storage_hosts
     ),
     Migration(
         3,
-        "site flags and resumable, verified storage migrations",
+        "host fencing, site flags and resumable, verified storage migrations",
         """
+ALTER TABLE storage_hosts
+    ADD COLUMN fenced_at timestamptz,
+    ADD COLUMN fenced_reason text;
+
 ALTER TABLE sites
     ADD COLUMN IF NOT EXISTS deleted_at timestamptz,
     ADD COLUMN IF NOT EXISTS backups_paused boolean NOT NULL DEFAULT false,
@@ -344,3 +348,68 @@ def record_capacity(conn, hostname: str, measures: dict, state: str, reasons: li
                      measures["total_bytes"], hostname),
                 )
     return dict(changed=before != after, before=before, after=after, transition=transition)
+
+
+def hosts_info(conn) -> list[dict]:
+    """Every storage host with its role, capacity, fencing and the number of sites it holds.
+
+    An empty list before the schema is applied (a new control plane).
+    """
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('storage_hosts') IS NOT NULL AND to_regclass('sites') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return []
+        cur.execute(
+            "SELECT h.hostname, host(h.ip_address), h.role, h.total_capacity_bytes, h.used_capacity_bytes,"
+            " h.capacity_percent::float, h.capacity_state, h.fenced_at IS NOT NULL, h.fenced_reason,"
+            " (SELECT count(*) FROM sites s WHERE s.storage_host_id = h.id)"
+            " FROM storage_hosts h ORDER BY h.hostname")
+        keys = ("hostname", "ip_address", "role", "total_capacity_bytes", "used_capacity_bytes", "capacity_percent",
+                "capacity_state", "fenced", "fenced_reason", "sites")
+        return [dict(zip(keys, row, strict=True)) for row in cur.fetchall()]
+
+
+class TopologyError(Exception):
+    """The control plane does not hold the topology a failover or failback expects."""
+
+
+def promote(conn, old: str, new: str, reason: str, old_role: str = "unavailable", fence_old: bool = True,
+            unfence_new: bool = False, check_mode: bool = False) -> dict:
+    """Make ``new`` the active host in place of ``old``, in one transaction.
+
+    Failover: ``old`` becomes ``unavailable`` and fenced (with ``reason``), ``new`` becomes
+    ``active``; failback passes ``old_role="replica"``, ``fence_old=False`` and ``unfence_new=True``.
+    Every site recorded on ``old`` is recorded on ``new``. Running it again once done changes
+    nothing. A fenced ``new`` is refused unless ``unfence_new``. Returns dict(changed,
+    sites_moved, before, after).
+    """
+    if old_role not in HOST_ROLES:
+        raise ValueError(f"old_role must be one of {', '.join(HOST_ROLES)}")
+    with conn.transaction():
+        with conn.cursor() as cur:
+            cur.execute("SELECT hostname, role, fenced_at IS NOT NULL, id FROM storage_hosts"
+                        " WHERE hostname = ANY(%s) ORDER BY hostname FOR UPDATE", ([old, new],))
+            rows = {name: (role, fenced, host_id) for name, role, fenced, host_id in cur.fetchall()}
+            missing = [name for name in (old, new) if name not in rows]
+            if missing:
+                raise TopologyError(f"storage host(s) {', '.join(missing)} not registered in the control plane")
+            before = {name: dict(role=rows[name][0], fenced=rows[name][1]) for name in (old, new)}
+            cur.execute("SELECT count(*) FROM sites WHERE storage_host_id = %s", (rows[old][2],))
+            sites = cur.fetchone()[0]
+            after = {old: dict(role=old_role, fenced=fence_old), new: dict(role="active", fenced=False)}
+            if before == after and sites == 0:
+                return dict(changed=False, sites_moved=0, before=before, after=after)
+            if before[new]["fenced"] and not unfence_new:
+                raise TopologyError(f"{new} is fenced (it was failed away from); bring it back with failback")
+            if not check_mode:
+                cur.execute("UPDATE storage_hosts SET role = %s, unavailable_by_capacity = false,"
+                            " fenced_at = CASE WHEN %s THEN coalesce(fenced_at, now()) END,"
+                            " fenced_reason = CASE WHEN %s THEN %s END, updated_at = now()"
+                            " WHERE hostname = %s", (old_role, fence_old, fence_old, reason, old))
+                cur.execute("UPDATE storage_hosts SET role = 'active', fenced_at = NULL, fenced_reason = NULL,"
+                            " updated_at = now() WHERE hostname = %s", (new,))
+                cur.execute("UPDATE sites SET storage_host_id = %s WHERE storage_host_id = %s",
+                            (rows[new][2], rows[old][2]))
+                cur.execute("UPDATE sites SET dual_write_host_id = NULL WHERE dual_write_host_id = %s",
+                            (rows[old][2],))
+    return dict(changed=True, sites_moved=sites, before=before, after=after)

@@ -164,11 +164,12 @@ def keys_of(client, bucket: str) -> list[str]:
 
 
 def listing(client, bucket: str) -> dict[str, tuple[int, str, object]]:
-    """Every object (all pages): key -> (size, ETag, LastModified), without reading any content."""
+    """Every object (all pages) but the replication marker, which every run rewrites:
+    key -> (size, ETag, LastModified), without reading any content."""
     objects = {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         objects.update({item["Key"]: (item["Size"], item["ETag"], item["LastModified"])
-                        for item in page.get("Contents", [])})
+                        for item in page.get("Contents", []) if item["Key"] != MARKER_KEY})
     return objects
 
 
@@ -176,8 +177,8 @@ def assert_replicated(rep: Replication, bucket: str) -> None:
     """Replica equals source (probes aside). Single-part ETags are the content's MD5 on both engines;
     objects with a multipart ETag on either side are compared by reading them."""
     source, replica = listing(rep.source, bucket), listing(rep.replica, bucket)
-    wanted = {k: v for k, v in source.items() if not k.startswith(".chom-probe/")}
-    held = {k: v for k, v in replica.items() if not k.startswith(".chom-probe/")}
+    wanted = {k: v for k, v in source.items() if not k.startswith(NOT_REPLICATED)}
+    held = {k: v for k, v in replica.items() if not k.startswith(NOT_REPLICATED)}
     assert sorted(held) == sorted(wanted)
     multipart = {k for k in wanted if "-" in wanted[k][1] or "-" in held[k][1]}
     assert {k: v[:2] for k, v in held.items() if k not in multipart} == \
@@ -185,6 +186,11 @@ def assert_replicated(rep: Replication, bucket: str) -> None:
     for key in multipart:
         assert (hashlib.sha256(rep.source.get_object(Bucket=bucket, Key=key)["Body"].read()).digest()
                 == hashlib.sha256(rep.replica.get_object(Bucket=bucket, Key=key)["Body"].read()).digest()), key
+
+
+# Each engine's health probes, and the marker each successful run leaves on the replica.
+MARKER_KEY = "_platform/replication/last-success.json"
+NOT_REPLICATED = (".chom-probe/", MARKER_KEY)
 
 
 def snapshot(client, bucket: str) -> dict[str, tuple]:
@@ -202,8 +208,8 @@ def snapshot(client, bucket: str) -> dict[str, tuple]:
 
 
 def content_view(snap: dict) -> dict[str, tuple[int, str]]:
-    """A snapshot without ETags or probe objects: what replication must make equal."""
-    return {k: v[:2] for k, v in snap.items() if not k.startswith(".chom-probe/")}
+    """A snapshot without ETags, probe objects or the replication marker: what replication must make equal."""
+    return {k: v[:2] for k, v in snap.items() if not k.startswith(NOT_REPLICATED)}
 
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
@@ -515,3 +521,42 @@ def test_one_emptied_bucket_is_refused_even_when_other_buckets_are_large(engines
     proc = rep.run(max_delete_percent=50)
     assert_refused(proc, f"bucket {small}: source is empty")
     assert snapshot(rep.replica, small) == before
+
+
+# ---------------------------------------------------------------- freshness marker and copy-only runs
+
+
+def test_a_successful_run_leaves_a_freshness_marker_on_the_replica_only(replication):
+    seed(replication, 3)
+    before = time.time()
+    assert_ok(replication.run())
+    marker = json.loads(replication.replica.get_object(Bucket=replication.bucket, Key=MARKER_KEY)["Body"].read())
+    assert before - 1 <= marker["last_success_start"] <= marker["last_success_end"] <= time.time() + 1
+    assert MARKER_KEY not in keys_of(replication.source, replication.bucket)
+    # The marker is neither deleted nor counted by the next run.
+    second = replication.run()
+    assert_ok(second)
+    assert copied(second) == (0, 0)
+    assert MARKER_KEY in keys_of(replication.replica, replication.bucket)
+
+
+def test_a_failed_run_does_not_move_the_marker(replication):
+    seed(replication, 2)
+    assert_ok(replication.run())
+    first = json.loads(replication.replica.get_object(Bucket=replication.bucket, Key=MARKER_KEY)["Body"].read())
+    replication.delete(replication.source, *keys_of(replication.source, replication.bucket))
+    assert_refused(replication.run(), "source is empty")
+    again = json.loads(replication.replica.get_object(Bucket=replication.bucket, Key=MARKER_KEY)["Body"].read())
+    assert again == first
+
+
+def test_copy_only_brings_the_replica_forward_and_deletes_nothing(replication):
+    objects = seed(replication, 6)
+    assert_ok(replication.run())
+    replication.delete(replication.source, "obj/0000", "obj/0001")
+    replication.put(replication.source, "obj/new", b"written later")
+    run = replication.run(object_tier__copy_only=True)
+    assert_ok(run)
+    assert copied(run) == (1, 0)
+    held = set(keys_of(replication.replica, replication.bucket))
+    assert {"obj/0000", "obj/0001", "obj/new"} <= held and set(objects) <= held
