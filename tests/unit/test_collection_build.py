@@ -20,7 +20,7 @@ def test_build_contains_the_collection_without_lab_or_tests(tmp_path):
 
     for required in ("roles", "plugins", "playbooks", "meta", "README.md", "MANIFEST.json"):
         assert required in tops
-    for forbidden in ("lab", "inventories", "tests", "molecule", "collections", ".venv", ".lab", ".ci", ".git"):
+    for forbidden in ("lab", "inventories", "tests", "molecule", "collections", ".venv", ".lab", ".ci", ".git", "awx"):
         assert forbidden not in tops
     assert "plugins/modules/xfs_filesystem.py" in names
     assert "roles/replication/files/chom-replicate" in names
