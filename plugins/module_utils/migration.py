@@ -132,7 +132,10 @@ class Progress:
     copied_bytes: int = 0
     skipped_objects: int = 0
     verified_by_reading: int = 0
+    late_copied: int = 0
+    late_error: str | None = None
     deleted_on_dest: list = field(default_factory=list)
+    kept_on_dest: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -481,8 +484,15 @@ class Request:
     dest_host: str
     settings: Settings
     force_ineligible_dest: bool = False
-    mirror_dest: bool = False  # delete destination objects under the site prefix that the source lacks
+    # Objects of the site already on the destination that the source lacks: "refuse" the migration,
+    # "delete" them (bounded by max_dest_extra_percent), or "keep" them (a rollback: nothing on the
+    # old source is deleted, so an object the current host lost is never lost twice).
+    dest_extras: str = "refuse"
     max_dest_extra_percent: float = 25.0
+    # Objects copied then deleted on the source during the migration are deleted on the destination
+    # too, up to this share of the copied objects (or delete_allowance, whichever is more).
+    max_vanished_percent: float = 25.0
+    delete_allowance: int = 3
 
 
 class Migrator:
@@ -566,10 +576,18 @@ class Migrator:
         req = self.request
         source, dest = host_row(self.conn, req.source_host), host_row(self.conn, req.dest_host)
         current = open_migration(self.conn, req.site_id)
+        state = site_state(self.conn, req.site_id)
+        if current and state["host"] != current["source"]:
+            # Left open by a run that died, and the site has moved since: it can never switch.
+            stale = Migrator(self.conn, self.src, self.dst, Request(req.site_id, current["source"], current["dest"],
+                                                                     self.settings))
+            stale.store = Store(self.conn, current["id"])
+            stale.fail(f"site {req.site_id} moved to {state['host']} while this migration was interrupted")
+            current = None
         if current and (current["source"], current["dest"]) != (req.source_host, req.dest_host):
             raise MigrationRefused(f"site {req.site_id} has an open migration {current['id']} from {current['source']}"
                                    f" to {current['dest']}; finish or fail it first")
-        self.preflight(site_state(self.conn, req.site_id), source, dest)
+        self.preflight(state, source, dest)
         if current:
             self.store = Store(self.conn, current["id"])
             self.manifest = self.store.load_manifest()
@@ -668,6 +686,14 @@ class Migrator:
         gone = [e for (b, k), e in self.manifest.items() if (b, k) not in source and e.verified]
         if not gone:
             return
+        copied = sum(1 for e in self.manifest.values() if e.verified)
+        if not source:
+            raise MigrationError(f"the source now lists no object of site {self.request.site_id} while {copied} were "
+                                 "copied; its volume or engine may have failed. Nothing is deleted or switched")
+        limit = max(self.request.delete_allowance, copied * self.request.max_vanished_percent / 100)
+        if len(gone) > limit:
+            raise MigrationError(f"{len(gone)} of {copied} copied objects vanished from the source during the "
+                                 f"migration (limit {int(limit)}); nothing is deleted or switched")
         by_bucket: dict[str, list[Entry]] = {}
         for entry in gone:
             by_bucket.setdefault(entry.bucket, []).append(entry)
@@ -686,14 +712,18 @@ class Migrator:
 
     def drop_dest_extras(self, source: dict) -> None:
         """Objects of the site already on the destination that the source lacks: refuse, or with
-        ``mirror_dest`` delete them (bounded), so the destination ends up equal to the source."""
+        ``dest_extras="delete"`` delete them (bounded), or with ``"keep"`` keep and report them."""
         extras = sorted(set(self.listing(self.dst)) - set(source) - set(self.manifest))
         if not extras:
             return
-        limit = max(3, len(source) * self.request.max_dest_extra_percent / 100)
-        if not self.request.mirror_dest:
+        if self.request.dest_extras == "keep":
+            self.progress.kept_on_dest.extend(f"{b}/{k}" for b, k in extras)
+            return
+        limit = max(self.request.delete_allowance, len(source) * self.request.max_dest_extra_percent / 100)
+        if self.request.dest_extras != "delete":
             raise MigrationError(f"the destination already holds {len(extras)} objects of site "
-                                 f"{self.request.site_id} that the source lacks (first: {extras[0][0]}/{extras[0][1]})")
+                                 f"{self.request.site_id} that the source lacks (first: {extras[0][0]}/{extras[0][1]});"
+                                 " remove them, or allow deleting them (replace_stale_on_dest)")
         if len(extras) > limit:
             raise MigrationError(f"refusing to delete {len(extras)} destination objects the source lacks "
                                  f"(limit {int(limit)})")
@@ -776,6 +806,26 @@ class Migrator:
                         (self.settings.retain_hours * 3600, self.progress.objects_done, self.progress.bytes_done,
                          self.store.id))
 
+    def copy_late_writes(self) -> None:
+        """After the switch, copy objects written to the source after its last listing (by a writer
+        that had not seen the switch yet) and still missing on the destination. An object the
+        destination already holds is newer there and is left alone; nothing is deleted."""
+        source = self.listing(self.src)
+        late = {key: value for key, value in source.items() if key not in self.manifest}
+        if not late:
+            return
+        on_dest = self.listing(self.dst)
+        missing = {key: value for key, value in late.items() if key not in on_dest}
+        for (bucket, key) in sorted(missing):
+            copied = copy_object(self.src, self.dst, bucket, key, self.settings, self.budget)
+            entry = Entry(bucket, key, copied.size, copied.source_etag, False, copied.sha256, copied.dest_checksum,
+                          True, copied.dest_etag)
+            self.manifest[(bucket, key)] = entry
+            self.store.record_copied([entry])
+            self.progress.late_copied += 1
+        if missing:
+            self.log(f"copied {len(missing)} object(s) written to the source during the switch")
+
     def fail(self, reason: str) -> None:
         """Record the failure and give the site its flags back. If the database is gone too, the row
         stays in_progress and the next run resumes it."""
@@ -830,6 +880,12 @@ class Migrator:
         self.hook("switch")
         self.switch()
         self.hook("switched")
+        try:
+            self.copy_late_writes()
+        except (MigrationError, BotoCoreError, ClientError, OSError) as exc:
+            # The site is switched; what could not be copied is still on the source, which is kept.
+            self.progress.late_error = f"objects written during the switch were not all copied: {exc}"
+            self.log(self.progress.late_error)
 
     def result(self) -> dict:
         record = get_migration(self.conn, self.store.id)
@@ -837,7 +893,8 @@ class Migrator:
         return dict(migration=record, resumed=self.resumed, copied_objects=p.copied_objects,
                     copied_bytes=p.copied_bytes, skipped_objects=p.skipped_objects,
                     verified_by_header_or_content=p.verified_by_reading,
-                    deleted_on_destination=p.deleted_on_dest[:1000])
+                    deleted_on_destination=p.deleted_on_dest[:1000], kept_on_destination=p.kept_on_dest[:1000],
+                    copied_after_switch=p.late_copied, after_switch_error=p.late_error)
 
 
 # --------------------------------------------------------------------------------------------
@@ -873,6 +930,24 @@ def cleanup_plan(conn, src, dst, migration: dict, buckets, now_ok: bool) -> dict
             else:
                 deletable.append((bucket, key, size))
     return dict(deletable=deletable, kept=kept)
+
+
+class SiteLock:
+    """The per-site session lock every migration, rollback and cleanup of a site takes."""
+
+    def __init__(self, conn, site_id: str):
+        self.conn, self.site_id = conn, site_id
+
+    def __enter__(self):
+        if not try_lock_site(self.conn, self.site_id):
+            raise MigrationRefused(f"another process is migrating, rolling back or cleaning site {self.site_id}")
+        if open_migration(self.conn, self.site_id) is not None:
+            unlock_site(self.conn, self.site_id)
+            raise MigrationRefused(f"site {self.site_id} has a migration in progress; finish it first")
+        return self
+
+    def __exit__(self, *exc):
+        unlock_site(self.conn, self.site_id)
 
 
 def retention_passed(conn, migration_id: str) -> bool:

@@ -125,6 +125,13 @@ options:
       rollback to a host marked unavailable).
     type: bool
     default: false
+  replace_stale_on_dest:
+    description:
+      - Delete objects of the site that the destination already holds and the source lacks (left by
+        an earlier, abandoned migration), at most 25 % of the source's object count. Without it such
+        a destination is refused.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -140,9 +147,14 @@ notes:
   - Objects are sent with C(x-amz-checksum-sha256) (per part for multipart uploads); the engine
     rejects bytes that do not match. An S3 ETag is never used as a content checksum.
   - Deletions on the destination are limited to objects of the site that this migration copied
-    and that were deleted on the source meanwhile. A destination that already holds other objects
-    of the site is refused, except for a rollback, which makes the old source equal to the
-    current host (at most 25 % of the object count removed).
+    and that were deleted on the source meanwhile, at most 25 % of them (or 3); a source that
+    suddenly lists nothing fails the migration. A destination that already holds other objects of
+    the site is refused unless O(replace_stale_on_dest).
+  - A rollback deletes nothing on the old source; objects deleted on the current host since the
+    switch come back, and are reported in C(kept_on_destination).
+  - After the switch, objects that reached the source after its last listing and are missing on
+    the destination are copied (C(copied_after_switch)); an object the destination already holds
+    is newer there and is left alone.
   - The copy is as consistent as the site's writers allow. With the maintenance strategy, writers
     other than backups (for example media uploads) must be stopped by the operator; changes are
     still caught by the delta passes. With the live strategy, CHOM-APP must honour dual-write.
@@ -233,6 +245,7 @@ from ansible_collections.chom.storage.plugins.module_utils.migration import (
     Migrator,
     Request,
     Settings,
+    SiteLock,
     cleanup_plan,
     cleanup_source,
     get_migration,
@@ -275,7 +288,8 @@ def settings_from(p) -> Settings:
 def migrate(module, conn, src, dst, settings):
     p = module.params
     request = Request(p["site_id"], p["source_host"], p["dest_host"], settings,
-                      force_ineligible_dest=p["force_ineligible_dest"])
+                      force_ineligible_dest=p["force_ineligible_dest"],
+                      dest_extras="delete" if p["replace_stale_on_dest"] else "refuse")
     state = site_state(conn, p["site_id"])
     if state["host"] == p["dest_host"] and open_migration(conn, p["site_id"]) is None:
         last = latest_migration(conn, p["site_id"])
@@ -309,14 +323,15 @@ def cleaned(module, conn, src, dst, settings):
     if migration["source_deleted_at"]:
         module.exit_json(changed=False, migration=migration, deleted_objects=0, kept=[],
                          msg="the source copy was already deleted")
-    plan = cleanup_plan(conn, src, dst, migration, settings.buckets, retention_passed(conn, migration["id"]))
-    kept = [dict(object=name, reason=why) for name, why in plan["kept"][:1000]]
-    if module.check_mode:
-        module.exit_json(changed=bool(plan["deletable"]), migration=migration, kept=kept,
-                         plan=dict(would_delete=[f"{b}/{k}" for b, k, _ in plan["deletable"][:1000]],
-                                   objects_to_delete=len(plan["deletable"]),
-                                   bytes_to_delete=sum(s for _, _, s in plan["deletable"])))
-    deleted = cleanup_source(conn, src, migration, plan)
+    with SiteLock(conn, p["site_id"]):
+        plan = cleanup_plan(conn, src, dst, migration, settings.buckets, retention_passed(conn, migration["id"]))
+        kept = [dict(object=name, reason=why) for name, why in plan["kept"][:1000]]
+        if module.check_mode:
+            module.exit_json(changed=bool(plan["deletable"]), migration=migration, kept=kept,
+                             plan=dict(would_delete=[f"{b}/{k}" for b, k, _ in plan["deletable"][:1000]],
+                                       objects_to_delete=len(plan["deletable"]),
+                                       bytes_to_delete=sum(s for _, _, s in plan["deletable"])))
+        deleted = cleanup_source(conn, src, migration, plan)
     if kept:
         module.warn(f"{len(plan['kept'])} source objects were kept because they are not verified on "
                     f"{p['dest_host']}; see 'kept'")
@@ -336,7 +351,7 @@ def rolled_back(module, conn, src, dst, settings):
         module.fail_json(msg=f"the source copy of migration {migration['id']} was deleted at "
                              f"{migration['source_deleted_at']}; rollback is no longer possible")
     request = Request(p["site_id"], p["dest_host"], p["source_host"], settings, force_ineligible_dest=True,
-                      mirror_dest=True)
+                      dest_extras="keep")
     migrator = Migrator(conn, dst, src, request, log=module.log)
     if module.check_mode:
         module.exit_json(changed=True, migration=migration, plan=migrator.plan())
@@ -370,6 +385,7 @@ def main():
         max_delta_rounds=dict(type="int", default=5),
         retain_hours=dict(type="float", default=24.0),
         force_ineligible_dest=dict(type="bool", default=False),
+        replace_stale_on_dest=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params

@@ -383,8 +383,14 @@ def test_rollback_brings_the_site_back_with_writes_made_after_the_switch(cp, eng
     run = run_module("site_migration", module_args(cp, engines, site, state="rolled_back"))
     assert run.changed and not run.failed, run.msg
     assert site_row(cp, site)["host"] == "mig-src"
-    assert contents(src, site) == contents(dst, site)
-    assert ("chom-backups", f"{site}/full/20261201T020000Z/part-00000.bin") not in contents(src, site)
+    # Everything the current host holds is back on the old source; nothing was deleted there: the
+    # object deleted after the switch stays (reported), so an object lost by the current host is
+    # never lost twice.
+    back, current = contents(src, site), contents(dst, site)
+    assert {k: v for k, v in back.items() if k in current} == current
+    deleted_after_switch = ("chom-backups", f"{site}/full/20261201T020000Z/part-00000.bin")
+    assert set(back) - set(current) == {deleted_after_switch}
+    assert run.result["kept_on_destination"] == ["/".join(deleted_after_switch)]
     with cp.connect() as conn:
         rolled = conn.execute("SELECT count(*) FROM storage_migrations WHERE site_id = %s"
                               " AND rolled_back_at IS NOT NULL", (site,)).fetchone()[0]
@@ -433,6 +439,99 @@ def test_destination_holding_other_objects_of_the_site_is_refused(cp, engines):
             migrator(cp, engines, site, conn).run()
     assert site_row(cp, site)["host"] == "mig-src"
     assert dst.client().get_object(Bucket="chom-media", Key=f"{site}/media/stale.jpg")["Body"].read() == b"left over"
+
+
+def test_stale_objects_on_the_destination_can_be_replaced_explicitly(cp, engines, run_module):
+    src, dst = engines
+    site = new_site(cp)
+    expected = fill(src, site, count=4)
+    dst.client().put_object(Bucket="chom-media", Key=f"{site}/media/stale.jpg", Body=b"left over")
+    run = run_module("site_migration", module_args(cp, engines, site, replace_stale_on_dest=True))
+    assert run.changed and not run.failed, run.msg
+    assert contents(dst, site) == expected
+    assert run.result["deleted_on_destination"] == [f"chom-media/{site}/media/stale.jpg"]
+
+
+def test_a_source_that_suddenly_lists_nothing_fails_without_deleting_or_switching(cp, engines):
+    src, dst = engines
+    site = new_site(cp)
+    expected = fill(src, site, count=12)
+
+    def source_goes_blank(migration):
+        # As a failed volume or engine would answer: the listing is empty.
+        migration.src = type("Blank", (), {"get_paginator": lambda self, name: Blank()})()
+
+    class Blank:
+        def paginate(self, **_):
+            return [{"Contents": []}]
+
+    with cp.connect() as conn:
+        with pytest.raises(MigrationError, match="lists no object"):
+            migrator(cp, engines, site, conn, hooks={"delta": source_goes_blank}).run()
+    assert site_row(cp, site)["host"] == "mig-src"
+    assert contents(dst, site) == expected, "nothing copied may be deleted on the destination"
+
+
+def test_many_objects_vanishing_during_the_copy_fail_the_migration(cp, engines):
+    src, dst = engines
+    site = new_site(cp)
+    fill(src, site, count=20)
+
+    def mass_delete(_):
+        keys = [f"{site}/full/20261201T020000Z/part-{i:05d}.bin" for i in range(10)]
+        src.client().delete_objects(Bucket="chom-backups", Delete={"Objects": [{"Key": k} for k in keys]})
+
+    with cp.connect() as conn:
+        with pytest.raises(MigrationError, match="vanished from the source"):
+            migrator(cp, engines, site, conn, hooks={"delta": mass_delete}).run()
+    assert site_row(cp, site)["host"] == "mig-src"
+    assert len(contents(dst, site)) == 20 + len(AWKWARD)
+
+
+def test_a_write_after_the_last_listing_is_copied_after_the_switch(cp, engines):
+    src, dst = engines
+    site = new_site(cp)
+    fill(src, site, count=3)
+    late = f"{site}/media/uploads/late.jpg"
+    with cp.connect() as conn:
+        result = migrator(cp, engines, site, conn, hooks={
+            "switch": lambda _: src.client().put_object(Bucket="chom-media", Key=late, Body=b"late")}).run()
+    assert result["copied_after_switch"] == 1
+    assert dst.client().get_object(Bucket="chom-media", Key=late)["Body"].read() == b"late"
+
+
+def test_an_interrupted_migration_of_a_site_moved_since_is_closed_and_its_flags_released(cp, engines):
+    src, _ = engines
+    site = new_site(cp)
+    fill(src, site, count=3)
+
+    def die(_):
+        raise KeyboardInterrupt  # the process dies: nothing is recorded as failed
+
+    with cp.connect() as conn:
+        with pytest.raises(KeyboardInterrupt):
+            migrator(cp, engines, site, conn, hooks={"delta": die}).run()
+    assert migrations(cp, site)[0]["status"] == "in_progress" and site_row(cp, site)["backups_paused"]
+    with cp.connect() as conn:
+        conn.execute("UPDATE sites SET storage_host_id = (SELECT id FROM storage_hosts WHERE hostname = 'mig-other')"
+                     " WHERE id = %s", (site,))
+        with pytest.raises(MigrationRefused, match="not on mig-src"):
+            migrator(cp, engines, site, conn).run()
+    [row] = migrations(cp, site)
+    assert row["status"] == "failed" and "moved to mig-other" in row["failure_reason"]
+    assert site_row(cp, site) == {"host": "mig-other", "backups_paused": False, "dual_write": None}
+
+
+def test_cleanup_is_refused_while_the_site_is_being_migrated(cp, engines, run_module):
+    src, _ = engines
+    site = new_site(cp)
+    fill(src, site, count=3)
+    assert not run_module("site_migration", module_args(cp, engines, site, retain_hours=0)).failed
+    with cp.connect() as holder:
+        holder.execute("SELECT pg_advisory_lock(hashtext(%s))", (f"chom-storage migration:{site}",))
+        run = run_module("site_migration", module_args(cp, engines, site, state="cleaned"))
+    assert run.failed and "another process" in run.msg
+    assert len(contents(src, site)) == 3 + len(AWKWARD)
 
 
 
