@@ -1,8 +1,10 @@
 """The main job on the lab, end to end, the way CHOM-APP uses chom-storage.
 
-Stores a handful of site backups on the primary through the S3 API (path-style, the app's
-own key), runs one replication, then reads every object back from the replica and checks
-the bytes. The last line reports what was measured:
+Registers a handful of sites (12 when the lab has scale-out hosts, else 5), lets placement give
+each an active storage host, and stores each site's backup on its placed host through the S3 API
+(path-style, the app's own key). Runs one replication, then reads every object of the primary
+back from the replica and checks the bytes. Sites placed on scale-out hosts (group storage_pool)
+are not replicated in this topology phase. The last line reports what was measured:
 
     lab: ok hosts=N objects_replicated=N replication_lag_seconds=S
 """
@@ -84,16 +86,19 @@ def compare(src, dst):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sites", type=int, default=5)
+    parser.add_argument("--sites", type=int, help="number of sites (default 12 with scale-out hosts, else 5)")
     args = parser.parse_args()
 
     inv = inventory()
+    if args.sites is None:
+        args.sites = 12 if inv.get("storage_pool", {}).get("hosts") else 5
     hostvars = inv["_meta"]["hostvars"]
     primary = inv["storage_primary"]["hosts"][0]
     replica = inv["storage_replica"]["hosts"][0]
     secrets = yaml.safe_load(open(os.path.join(REPO, "inventories/lab/group_vars/all/lab_secrets.yml")))
     key = (secrets["lab_app_access_key"], secrets["lab_app_secret_key"])
     hosts = {name: hostvars[name]["ansible_host"] for name in hostvars if name.startswith("storage-")}
+    pool = inv.get("storage_pool", {}).get("hosts", [])
     src = make_client(f"http://{hosts[primary]}:8333", *key)
     dst = make_client(f"http://{hosts[replica]}:8333", *key)
 
@@ -110,6 +115,11 @@ def main() -> int:
         client.put_object(Bucket=BUCKET, Key=name, Body=body, ContentType="application/gzip")
         digest = hashlib.sha256(body).hexdigest()[:16]
         print(f"stored {BUCKET}/{name} on {host}, the host placement chose ({len(body)} bytes, sha256 {digest})")
+    spread = {host: sorted(s for s, h in placement.items() if h == host) for host in sorted(set(placement.values()))}
+    print("sites by host: " + "; ".join(f"{host} {len(names)}" for host, names in spread.items()))
+    unreplicated = sorted(s for s, h in placement.items() if h in pool)
+    if unreplicated:
+        print(f"{len(unreplicated)} site(s) on scale-out hosts are not replicated in this topology phase")
 
     # A timer run that started before the uploads may still be going: `systemctl start` then
     # waits for it, so a second run is made if the first did not cover every object.
@@ -146,7 +156,7 @@ def main() -> int:
         snapshots += int(listing.stdout.strip() or 0)
     print(f"{snapshots} file-tier snapshot(s) on the storage hosts")
     print(f"lab: ok hosts={len(hosts)} objects_replicated={verified} replication_lag_seconds={lag:.1f} "
-          f"snapshots={snapshots}")
+          f"snapshots={snapshots} sites={len(sites)} hosts_with_sites={len(spread)}")
     return 0
 
 
