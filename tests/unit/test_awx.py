@@ -23,7 +23,7 @@ AWX = os.path.join(REPO, "awx")
 # skipped until the playbook is in playbooks/ and validates its variables; any other runbook that
 # lacks either fails. Remove a name once its playbook validates.
 PENDING_PLAYBOOKS = {
-    "add_storage_host", "decommission_storage_host", "disk_full_emergency", "failover", "failback", "rebalance",
+    "add_storage_host", "decommission_storage_host", "rebalance",
 }
 SURVEY_TYPES = {"str": "text", "int": "integer", "float": "float", "list": "textarea"}
 BOOL_CHOICES = ["yes", "no"]
