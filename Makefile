@@ -6,7 +6,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 PYTEST := $(BIN)/pytest
 
-.PHONY: help setup lab lab-up lab-down lab-demo test lint rules unit integration molecule e2e build bench-placement bench-migration bench-retention
+.PHONY: help setup lab lab-up lab-down lab-demo test lint rules unit integration molecule e2e e2e-scale build bench-placement bench-migration bench-retention
 
 help:
 	@echo "make lab        set up this machine, start the lab, run playbooks/site.yml and the demo"
@@ -38,7 +38,7 @@ lab-down:
 lab-demo:
 	$(BIN)/python lab/demo.py
 
-test: setup lint rules unit integration molecule e2e
+test: setup lint rules unit integration molecule e2e e2e-scale
 
 lint: setup
 	$(BIN)/ruff check plugins roles/replication/files/chom-replicate roles/snapshot/files/chom-snapshot tests lab benchmarks
@@ -63,6 +63,14 @@ e2e: lab-up
 	@lab/lab.sh prometheus
 	ansible-playbook playbooks/capacity.yml
 	$(PYTEST) tests/e2e
+
+# Scale-out runbooks on a lab with four storage hosts (a running 2-host lab gets hosts 3 and 4).
+e2e-scale: setup
+	@HOSTS=$(or $(HOSTS),4) lab/lab.sh up
+	ansible-playbook playbooks/site.yml
+	@lab/lab.sh prometheus
+	ansible-playbook playbooks/capacity.yml
+	$(PYTEST) tests/e2e_scale
 
 build: setup
 	$(BIN)/ansible-galaxy collection build --force --output-path $(CURDIR)/.lab/build .

@@ -3,7 +3,9 @@
 # IP address and its own loop-backed disk at /dev/vdb, a customer VPS (vps-1, same image, no
 # data disk) holding a few sites' files, plus a PostgreSQL control-plane database on loopback.
 #
-#   lab/lab.sh up      create or converge the lab, write its inventory (idempotent)
+#   lab/lab.sh up      create or converge the lab, write its inventory (idempotent); HOSTS=N (default
+#                      2) storage hosts: storage-1 primary, storage-2 replica, storage-3.. scale-out
+#                      hosts in group storage_pool. A running lab gets the missing hosts added.
 #   lab/lab.sh down    remove the lab's containers, loop devices, disks and database
 #   lab/lab.sh status  show what is running
 set -euo pipefail
@@ -263,6 +265,15 @@ write_inventory() {
 cmd_up() {
   [ "$(id -u)" -eq 0 ] || { say "run as root (podman hosts, loop devices)"; exit 1; }
   [ "$hosts_count" -ge 2 ] || { say "HOSTS must be at least 2"; exit 1; }
+  # The lab grows but never shrinks here: storage hosts already created (with their data and their
+  # control-plane records) stay in the inventory. lab/lab.sh down starts over smaller.
+  local existing
+  existing=$(podman ps -a --filter "label=$label=host" --format '{{.Names}}' \
+    | sed -n 's/^storage-\([0-9][0-9]*\)$/\1/p' | sort -n | tail -n1)
+  if [ -n "$existing" ] && [ "$existing" -gt "$hosts_count" ]; then
+    say "keeping the lab's $existing storage hosts (HOSTS=$hosts_count); lab/lab.sh down to start over smaller"
+    hosts_count=$existing
+  fi
   "$repo/lab/setup-host.sh"
   image=$("$repo/lab/host-image.sh")
   pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)

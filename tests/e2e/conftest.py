@@ -29,6 +29,8 @@ class Lab:
         self.hostvars = inv["_meta"]["hostvars"]
         self.primary = inv["storage_primary"]["hosts"][0]
         self.replica = inv["storage_replica"]["hosts"][0]
+        # Scale-out hosts (lab/lab.sh up with HOSTS > 2): active, not part of the primary/replica pair.
+        self.pool = inv.get("storage_pool", {}).get("hosts", [])
         with open(os.path.join(REPO, "inventories/lab/group_vars/all/lab_secrets.yml"), encoding="utf-8") as handle:
             self.secrets = yaml.safe_load(handle)
 
