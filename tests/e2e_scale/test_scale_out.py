@@ -222,6 +222,38 @@ def test_rebalance_runs_a_bounded_batch(lab, retired):
     assert sorted(proposed(lab)) == sorted(set(todo) - set(moved))
 
 
+def test_decommission_resumes_after_a_failed_migration(lab, retired):
+    if hosts(lab)[retired][1] != "active":
+        bring_back(lab, retired)
+    unit = int(lab.hostvars[lab.primary]["placement_capacity_unit_bytes"])
+    with db(lab) as conn:
+        ring = Ring([h for h in placement_hosts(conn) if h["name"] != retired], capacity_unit_bytes=unit)
+    on_retired = sorted(s for s, h in placements(lab).items() if h == retired)
+    assert on_retired, f"no site on {retired} to decommission"
+    targets = dict(zip(on_retired, ring.lookup_many(on_retired), strict=True))
+    down = targets[on_retired[-1]]  # the last site's destination fails; sites before it may move
+
+    units = "chom-object-store-s3.socket chom-object-store-s3.service"
+    lab.ssh(down, f"systemctl stop {units}")
+    try:
+        failed = playbook(lab, "decommission_storage_host.yml", "-e", f"host={retired}",
+                          "-e", f"confirm_host={retired}")
+    finally:
+        lab.ssh(down, "systemctl start chom-object-store-s3.socket")
+    assert failed.returncode != 0
+    assert "Migration of site" in failed.stdout and "failed" in failed.stdout, failed.stdout[-3000:]
+    assert hosts(lab)[retired][1] == "decommissioning"
+    assert lab.ssh(retired, "systemctl is-active chom-object-store.service", check=False).stdout.strip() == "active"
+    assert f'storage_host: "{retired}"' in prometheus_targets()  # nothing past the migrations ran
+
+    rerun = playbook(lab, "decommission_storage_host.yml", "-e", f"host={retired}", "-e", f"confirm_host={retired}")
+    assert rerun.returncode == 0, rerun.stdout[-4000:]
+    after = placements(lab)
+    assert retired not in after.values()
+    assert {site: after[site] for site in on_retired} == targets
+    bring_back(lab, retired)
+
+
 @pytest.mark.parametrize("runbook, extra", [
     ("add_storage_host.yml", ["-e", "new_host=storage-3"]),
     ("decommission_storage_host.yml", ["-e", "host=storage-3", "-e", "confirm_host=storage-3"]),
