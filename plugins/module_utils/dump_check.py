@@ -14,7 +14,11 @@ A dump is valid when:
   ``-- PostgreSQL database dump complete`` (followed only by comment, blank or ``\\unrestrict``
   lines).
 
-Objects are read as a stream; only a bounded window of decompressed text is kept.
+Objects are read as a stream; only a bounded window of decompressed text is kept. Decompression
+is bounded too, so a gzip bomb fails quickly instead of running for hours: once more than
+``RATIO_GRACE`` (16 MiB) is decompressed, the output may not exceed ``max_ratio`` (default 1000)
+times the compressed bytes consumed (SQL compresses about 5-20 to 1; deflate tops out near 1030 to 1
+on a run of one byte), and never ``max_plain_bytes`` (default 64 GiB) in all.
 """
 
 from __future__ import annotations
@@ -37,17 +41,23 @@ CREATE_TABLE = b"CREATE TABLE"
 MYSQL_TRAILER = "-- Dump completed"
 POSTGRES_TRAILER = "-- PostgreSQL database dump complete"
 GZIP_WBITS = 16 + zlib.MAX_WBITS
+DEFAULT_MAX_RATIO = 1000
+RATIO_GRACE = 16 << 20
+DEFAULT_MAX_PLAIN_BYTES = 64 << 30
 
 
 class DumpCheck:
     """Feed a compressed dump piece by piece, then ask :meth:`finish` for the reason it is invalid."""
 
-    def __init__(self):
+    def __init__(self, max_ratio: int = DEFAULT_MAX_RATIO, max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES):
         self._inflater = zlib.decompressobj(GZIP_WBITS)
         self._member_open = False  # bytes of a gzip member were fed and its end was not seen yet
         self._members = 0
         self._compressed = 0
+        self._consumed = 0  # compressed bytes the inflater has taken in
         self._plain = 0
+        self._max_ratio = max_ratio  # 0: no ratio limit
+        self._max_plain = max_plain_bytes  # 0: no size limit
         self._has_create = False
         self._tail = b""
         self.error = None
@@ -66,17 +76,28 @@ class DumpCheck:
             self.error = f"gzip data is corrupt after {self._plain} decompressed bytes: {exc}"
 
     def _inflate(self, data: bytes) -> None:
-        while data:
+        while data and not self.error:
             self._member_open = True
             out = self._inflater.decompress(data, INFLATE_LIMIT)
             self._text(out)
             if self._inflater.eof:
                 self._members += 1
                 self._member_open = False
-                data = self._inflater.unused_data
+                rest = self._inflater.unused_data
                 self._inflater = zlib.decompressobj(GZIP_WBITS)
             else:
-                data = self._inflater.unconsumed_tail
+                rest = self._inflater.unconsumed_tail
+            self._consumed += len(data) - len(rest)
+            data = rest
+            self._check_limits()
+
+    def _check_limits(self) -> None:
+        if self._max_plain and self._plain > self._max_plain:
+            self.error = (f"decompressed size exceeds the limit of {self._max_plain} B "
+                          f"(after {self._consumed} compressed bytes)")
+        elif self._max_ratio and self._plain > RATIO_GRACE and self._plain > self._max_ratio * self._consumed:
+            self.error = (f"suspicious compression ratio: {self._consumed} compressed bytes decompress to more "
+                          f"than {self._plain} B (over {self._max_ratio}:1), likely a gzip bomb")
 
     def _text(self, out: bytes) -> None:
         if not out:
@@ -117,11 +138,12 @@ def trailer_problem(tail: bytes) -> str | None:
             f"'{POSTGRES_TRAILER}' (pg_dump); its last line is {last!r}")
 
 
-def check_dump(chunks, size: int | None = None, min_bytes: int = DEFAULT_MIN_BYTES) -> str | None:
+def check_dump(chunks, size: int | None = None, min_bytes: int = DEFAULT_MIN_BYTES,
+               max_ratio: int = DEFAULT_MAX_RATIO, max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES) -> str | None:
     """None for a valid dump read from ``chunks`` (an iterable of bytes), else the reason."""
     if size is not None and size < min_bytes:
         return f"compressed size {size} B is below the floor of {min_bytes} B"
-    check = DumpCheck()
+    check = DumpCheck(max_ratio, max_plain_bytes)
     for chunk in chunks:
         check.feed(chunk)
         if check.error:
@@ -152,7 +174,8 @@ class ItemResult:
                     marker=self.marker, reason=self.reason, already_marked=self.already_marked, dumps=self.dumps)
 
 
-def check_item(client, item, min_bytes: int) -> str | None:
+def check_item(client, item, min_bytes: int, max_ratio: int = DEFAULT_MAX_RATIO,
+               max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES) -> str | None:
     """None when every dump of the item is valid, else the first reason (prefixed by the object name)."""
     dumps = [obj for obj in item.objects if obj["name"].endswith(DUMP_SUFFIX)]
     if not dumps:
@@ -162,7 +185,7 @@ def check_item(client, item, min_bytes: int) -> str | None:
             return f"{obj['name']}: compressed size {obj['size']} B is below the floor of {min_bytes} B"
         body = client.get_object(Bucket=item.bucket, Key=obj["key"])["Body"]
         try:
-            reason = check_dump(body.iter_chunks(READ_CHUNK), obj["size"], min_bytes)
+            reason = check_dump(body.iter_chunks(READ_CHUNK), obj["size"], min_bytes, max_ratio, max_plain_bytes)
         finally:
             body.close()
         if reason:
@@ -170,7 +193,9 @@ def check_item(client, item, min_bytes: int) -> str | None:
     return None
 
 
-def validate_items(client, items, min_bytes: int = DEFAULT_MIN_BYTES, check_mode: bool = False) -> list[ItemResult]:
+def validate_items(client, items, min_bytes: int = DEFAULT_MIN_BYTES, check_mode: bool = False,
+                   max_ratio: int = DEFAULT_MAX_RATIO,
+                   max_plain_bytes: int = DEFAULT_MAX_PLAIN_BYTES) -> list[ItemResult]:
     """Check each unmarked db item and write its ``valid`` or ``invalid`` marker (not in check mode).
 
     Items that already carry a ``valid`` or ``invalid`` marker are reported from it and not read.
@@ -187,7 +212,7 @@ def validate_items(client, items, min_bytes: int = DEFAULT_MIN_BYTES, check_mode
             results.append(result)
             continue
         try:
-            reason = check_item(client, item, min_bytes)
+            reason = check_item(client, item, min_bytes, max_ratio, max_plain_bytes)
         except Exception as exc:  # noqa: BLE001 - an unreadable item is reported, not marked
             result.status, result.reason = "error", f"cannot read the item: {exc}"
             results.append(result)

@@ -376,6 +376,19 @@ class CopySettings:
     part_size: int = 16 << 20
 
 
+def length_problem(answer: dict, meta: dict, name: str, chunk_size: int) -> str | None:
+    """Why an offsite object's length does not fit the plaintext size its metadata records, or None."""
+    length = answer.get("ContentLength")
+    try:
+        expected = ciphertext_size(int(meta.get(META_SIZE, "")), meta.get(META_KEY_ID, ""), name, chunk_size)
+    except ValueError:
+        return f"the offsite copy records no usable plaintext size ({META_SIZE} {meta.get(META_SIZE)!r})"
+    if length != expected:
+        return (f"the offsite copy is {length} B long, {expected} B expected for {meta.get(META_SIZE)} B of "
+                "plaintext (truncated or altered)")
+    return None
+
+
 def offsite_key(settings: CopySettings, bucket: str, key: str) -> str:
     return f"{settings.offsite_prefix}{bucket}/{key}"
 
@@ -384,12 +397,20 @@ def copy_object(source, offsite, bucket: str, obj: dict, settings: CopySettings,
     """Copy one source object (dict with key, size, etag) offsite, encrypted, unless already there.
 
     Returns ``{"key", "offsite_key", "size", "action"}`` with action ``present`` (already offsite:
-    same source ETag and size, or same plaintext SHA-256), ``copied``, or ``would copy``.
+    same source ETag and size, or same plaintext SHA-256, and the copy has the length its
+    plaintext size gives), ``copied``, or ``would copy``. A copy of the wrong length (cut short, or
+    written by another tool) is replaced; ``replaced`` then says why.
     """
+    name = f"{bucket}/{obj['key']}"
     target = offsite_key(settings, bucket, obj["key"])
-    result = {"key": f"{bucket}/{obj['key']}", "offsite_key": target, "size": obj["size"]}
+    result = {"key": name, "offsite_key": target, "size": obj["size"]}
     existing = head(offsite, settings.offsite_bucket, target)
     meta = (existing or {}).get("Metadata", {})
+    if existing:
+        problem = length_problem(existing, meta, name, settings.chunk_size)
+        if problem:
+            result["replaced"] = problem
+            existing, meta = None, {}
     if existing and meta.get(META_SOURCE_ETAG) == obj["etag"] and meta.get(META_SIZE) == str(obj["size"]):
         return dict(result, action="present")
     sha256 = None

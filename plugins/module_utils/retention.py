@@ -42,6 +42,16 @@ An item is expired when it is at least as old as its window. On top of the windo
   snapshots and artifacts go then.
 * An item with the ``EMPTY`` flag (markers left without data, e.g. by an interrupted deletion)
   is deleted and never counts as good.
+* An item stamped more than ``FUTURE_SKEW`` (1 hour) after "now" was written by a host whose clock
+  was wrong. It is kept and reported as "stamped in the future", but never counts as the newest
+  good item, so the real backups keep their own newest good one. Like any kept incremental it
+  keeps what it depends on. Media carry no stamp (their time is the engine's) and are exempt.
+* A full or incremental backup younger than ``SETTLE`` (6 hours) may still be uploading: it is
+  many objects written over a while, and nothing marks its upload complete. It does not count as
+  the newest good of its kind yet, so the newest older good one stays protected meanwhile. A young
+  item is within every window, so it is kept either way. Items counted good only with a ``valid``
+  marker (database dumps, ``require_valid`` snapshots) need no settle time: the marker is written
+  once the item is whole.
 
 Emergency mode (disk full) frees ``bytes_to_free``: the expired items go first as usual; if that
 is not enough, more items go oldest first, within the same rules. Never deleted in an emergency:
@@ -74,6 +84,8 @@ WINDOWS = {
 DR_KEEP = dict(starter=1, pro=2, enterprise=3)
 ARTIFACT_GRACE = 7 * DAY
 DELETED_SITE_GRACE = 7 * DAY
+FUTURE_SKEW = 3600  # clock skew allowed between the host stamping an item and the one planning
+SETTLE = 6 * 3600  # a full or incremental this young may still be uploading
 
 # Item flags (bits).
 VALID = 1
@@ -105,6 +117,7 @@ R_SITE_DELETED = 15
 R_EMPTY = 16
 R_EMERGENCY = 17
 R_UNKNOWN_KIND = 18
+R_FUTURE = 19
 REASONS = (
     "within its retention window",
     "newest good item of its site and kind",
@@ -125,6 +138,7 @@ REASONS = (
     "markers left without data",
     "emergency: oldest first to free space",
     "kind unknown",
+    "stamped in the future",
 )
 # Keep reasons an emergency may override (dependencies are handled chain by chain).
 EMERGENCY_OVERRIDABLE = frozenset((R_WINDOW, R_DR_NEWEST, R_DEPLOY_GRACE))
@@ -192,6 +206,10 @@ class Plan:
         return [(item, REASONS[reason]) for item, action, reason in zip(self.items, self.actions, self.reasons,
                                                                          strict=True) if action == DELETE]
 
+    def future(self) -> list[Item]:
+        """Items stamped in the future (kept, and worth an operator's look at the clock that wrote them)."""
+        return [item for item, reason in zip(self.items, self.reasons, strict=True) if reason == R_FUTURE]
+
     def totals(self) -> dict:
         """Counts and bytes per kind and action, plus what an emergency asked for and got."""
         counts: dict[tuple[str, int], list[int]] = {}
@@ -205,8 +223,9 @@ class Plan:
         for (kind, action), (count, size) in sorted(counts.items()):
             by_kind.setdefault(kind, {})[ACTIONS[action]] = dict(items=count, bytes=size)
         deleted = sum(count for (_, action), (count, _) in counts.items() if action == DELETE)
+        future = sum(1 for reason in self.reasons if reason == R_FUTURE)
         return dict(items=len(self.items), items_deleted=deleted, items_kept=len(self.items) - deleted,
-                    bytes_deleted=self.bytes_freed, bytes_to_free=self.bytes_to_free,
+                    items_future=future, bytes_deleted=self.bytes_freed, bytes_to_free=self.bytes_to_free,
                     bytes_short=max(0, self.bytes_to_free - self.bytes_freed), by_kind=by_kind)
 
 
@@ -272,17 +291,33 @@ def _free(result: Plan, units, bytes_to_free: int) -> None:
 
 def _plan_site(ordered, start, end, site_info, now, actions, reasons, units, offsite, chains, require_valid,
                artifact_grace, deleted_site_grace) -> None:
-    if site_info is None:
-        reasons[start:end] = bytes((R_UNKNOWN_SITE,)) * (end - start)
-        return
-    tier, deleted_at = site_info[0], site_info[1]
+    # Items are in time order: those stamped in the future are the last ones. They are kept and
+    # left out of the planning, except that a chain keeps what they depend on (media carry no
+    # stamp, only the engine's time, and are planned as usual).
+    cut = end
+    while cut > start and ordered[cut - 1][2] > now + FUTURE_SKEW:
+        cut -= 1
+    planned = list(range(start, cut))
+    future_links = []
+    for position in range(cut, end):
+        kind = ordered[position][1]
+        if kind == "media":
+            planned.append(position)
+        else:
+            reasons[position] = R_FUTURE
+            if chains and kind in CHAIN_KINDS:
+                future_links.append(position)
+    tier = None if site_info is None else site_info[0]
     windows = WINDOWS.get(tier)
     if windows is None:
-        reasons[start:end] = bytes((R_UNKNOWN_TIER,)) * (end - start)
+        unknown = R_UNKNOWN_SITE if site_info is None else R_UNKNOWN_TIER
+        for position in planned:
+            reasons[position] = unknown
         return
+    deleted_at = site_info[1]
     deleted_long_ago = deleted_at is not None and now - deleted_at >= deleted_site_grace
     series: dict[str, list[int]] = {}
-    for position in range(start, end):
+    for position in planned + future_links:
         kind = ordered[position][1]
         group = "chain" if chains and kind in CHAIN_KINDS else kind
         members = series.get(group)
@@ -324,11 +359,13 @@ def _is_good(flags, strict):
     return bool(flags & VALID) if strict else True
 
 
-def _newest_good(ordered, positions, strict, deleted_long_ago):
+def _newest_good(ordered, positions, strict, deleted_long_ago, settled_before=None):
+    """The newest good item; with ``settled_before``, only one created at or before that time."""
     if deleted_long_ago:
         return None
     for position in reversed(positions):
-        if _is_good(ordered[position][5], strict):
+        item = ordered[position]
+        if _is_good(item[5], strict) and (settled_before is None or item[2] <= settled_before):
             return position
     return None
 
@@ -366,8 +403,10 @@ def _plan_chains(ordered, positions, windows, now, actions, reasons, units, offs
     window_of = {kind: _window(windows, kind, offsite) for kind in CHAIN_KINDS}
     fulls = [p for p in positions if ordered[p][1] == "full"]
     incrementals = [p for p in positions if ordered[p][1] == "incremental"]
-    protected = {p for p in (_newest_good(ordered, fulls, require_valid, deleted_long_ago),
-                             _newest_good(ordered, incrementals, require_valid, deleted_long_ago)) if p is not None}
+    settled_before = now + FUTURE_SKEW if require_valid else now - SETTLE
+    protected = {p for p in (_newest_good(ordered, fulls, require_valid, deleted_long_ago, settled_before),
+                             _newest_good(ordered, incrementals, require_valid, deleted_long_ago, settled_before))
+                 if p is not None}
     # Split into chains: each full starts one; incrementals before any full form a chain without a base.
     chains: list[list[int]] = []
     for position in positions:
@@ -378,7 +417,9 @@ def _plan_chains(ordered, positions, windows, now, actions, reasons, units, offs
     for chain in chains:
         kept_later = False
         for position in reversed(chain):
-            if position in protected:
+            if ordered[position][2] > now + FUTURE_SKEW:
+                action, reason = KEEP, R_FUTURE
+            elif position in protected:
                 action, reason = KEEP, R_NEWEST_GOOD
             else:
                 kind = ordered[position][1]

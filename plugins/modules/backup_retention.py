@@ -25,6 +25,13 @@ description:
     are deleted before its markers, so an interrupted run leaves markers without data, which the
     next run deletes; such an item never counts as good.
   - Keys outside the naming scheme are never touched; they are counted and reported.
+  - An item stamped more than one hour after O(now) was written by a host with a wrong clock. It
+    is never deleted and never counts as the newest good item of its site and kind, so it cannot
+    make the real backups expire; it is reported in RV(future_stamped), counted in the metrics
+    and named in a warning.
+  - A full or incremental backup younger than six hours may still be uploading (nothing marks
+    its upload complete); it does not yet count as the newest good one, so the previous one stays
+    protected meanwhile.
   - Tiers and deletion times of sites come from the control plane (C(sites.tier),
     C(sites.deleted_at)) or from O(site_tiers). Items of a site unknown to both are kept. With
     neither O(endpoint_url) nor O(snapshot_root), the module only reads the control plane and
@@ -198,6 +205,12 @@ outside_scheme_count:
   description: How many keys or entries were outside the naming scheme.
   returned: always
   type: int
+future_stamped:
+  description: Up to 1000 items stamped more than one hour in the future (kept), with bucket (or
+    C(snapshots)), item, site, kind, created and bytes. Their count is C(items_future) in RV(totals).
+  returned: always
+  type: list
+  elements: dict
 site_tiers:
   description: Tier and deletion time of every site planned, as O(site_tiers) takes them.
   returned: always
@@ -273,15 +286,16 @@ class RetentionError(Exception):
 # ------------------------------------------------------------------------------------ inputs
 
 
-def parse_now(text):
+def parse_now(text, name="now"):
+    """Epoch seconds of an ISO-8601 time with an offset; ``name`` is the parameter named in errors."""
     if text is None:
         return int(time.time())
     try:
         when = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise RetentionError(f"now must be ISO-8601 with an offset, got {text!r}") from exc
+        raise RetentionError(f"{name} must be ISO-8601 with an offset, got {text!r}") from exc
     if when.tzinfo is None:
-        raise RetentionError(f"now must carry an offset (for example Z), got {text!r}")
+        raise RetentionError(f"{name} must carry an offset (for example Z), got {text!r}")
     return epoch(when)
 
 
@@ -296,7 +310,10 @@ def tiers_from_param(value) -> dict[str, Site]:
             sites[site] = Site(info, None)
         elif isinstance(info, dict) and isinstance(info.get("tier"), str):
             deleted_at = info.get("deleted_at")
-            sites[site] = Site(info["tier"], None if deleted_at in (None, "") else parse_now(str(deleted_at)))
+            if deleted_at in (None, ""):
+                sites[site] = Site(info["tier"], None)
+            else:
+                sites[site] = Site(info["tier"], parse_now(str(deleted_at), f"site_tiers[{site!r}].deleted_at"))
         else:
             raise RetentionError(f"site_tiers[{site!r}] must be a tier or a dict with tier and deleted_at")
     return sites
@@ -560,6 +577,10 @@ def render_metrics(runs, results, outside_count, now, previous):
                 count = by_kind.get(kind, {}).get(action, {}).get("items", 0)
                 lines.append(f'chom_storage_retention_items{{source="{source}",kind="{kind}",action="{action}"}} '
                              f"{count}")
+    lines += ["# HELP chom_storage_retention_future_items Items stamped in the future (a wrong clock), kept.",
+              "# TYPE chom_storage_retention_future_items gauge"]
+    for source, (result, _) in runs.items():
+        lines.append(f'chom_storage_retention_future_items{{source="{source}"}} {result.totals()["items_future"]}')
     lines += ["# HELP chom_storage_retention_bytes_deleted_total Bytes deleted by retention.",
               "# TYPE chom_storage_retention_bytes_deleted_total counter"]
     for source, (result, _) in runs.items():
@@ -657,7 +678,7 @@ def run(module):
         sites = tiers_from_control_plane(module, site_filter)
     options = dict(emergency=p["emergency"], artifact_grace=int(p["artifact_grace_days"] * DAY),
                    deleted_site_grace=int(p["deleted_site_grace_days"] * DAY))
-    runs, deleted, failures, dumps = {}, [], {}, []
+    runs, deleted, failures, dumps, future = {}, [], {}, [], []
     outside: dict[str, list[str]] = {"objects": [], "snapshots": []}
     results = dict(succeeded=0, failed=0, unvalidated=0)
     to_free = p["bytes_to_free"]
@@ -676,6 +697,7 @@ def run(module):
         dumps = [(item.created, item.flags) for item in items if item.kind == "db" and not item.flags & EMPTY]
         del items
         runs["objects"] = (result, KINDS)
+        future += [describe(item, None, "objects") for item in result.future()]
         doomed = result.deleted()
         deleted += [describe(item, reason, "objects") for item, reason in doomed]
         to_free = max(0, to_free - result.bytes_freed)
@@ -687,6 +709,7 @@ def run(module):
         items = scan_snapshots(p["snapshot_root"], site_filter, outside["snapshots"], leftovers)
         result = plan(items, sites, now, bytes_to_free=to_free, chains=False, require_valid=True, **options)
         runs["snapshots"] = (result, SNAPSHOT_KINDS)
+        future += [describe(item, None, "snapshots") for item in result.future()]
         doomed = result.deleted()
         deleted += [describe(item, reason, "snapshots") for item, reason in doomed]
         deleted += [dict(bucket="snapshots", item=path, site=os.path.basename(os.path.dirname(path)), kind=None,
@@ -718,11 +741,17 @@ def run(module):
         totals={source: result.totals() for source, (result, _) in runs.items()},
         outside_scheme=all_outside[:REPORT_OUTSIDE],
         outside_scheme_count=len(all_outside),
+        future_stamped=[{k: v for k, v in entry.items() if k != "reason"} for entry in future[:REPORT_OUTSIDE]],
         site_tiers={site: dict(tier=info.tier, deleted_at=iso(info.deleted_at))
                     for site, info in sorted(sites.items())},
         backup_results=results,
         metrics=metrics,
     )
+    if future:
+        first = future[0]
+        module.warn(f"{len(future)} item(s) are stamped in the future and were kept, for example "
+                    f"{first['bucket']}/{first['item']} ({first['created']}); check the clock of the host that "
+                    "wrote them")
     if module._diff:
         lines = [f"{d['bucket']}/{d['item']} ({d['kind']}, {d['reason']})" for d in deleted]
         output["diff"] = dict(before_header="items", after_header="items after retention",

@@ -56,6 +56,20 @@ options:
         dump through (a fresh install compresses to several KiB) and catches empty or aborted dumps.
     type: int
     default: 1024
+  max_compression_ratio:
+    description:
+      - Once more than 16 MiB is decompressed, a dump whose decompressed size exceeds this many
+        times the compressed bytes read so far is invalid ("suspicious compression ratio"). SQL
+        compresses about 5-20 to 1; the default, 1000, only stops gzip bombs, which would
+        otherwise take hours to read. C(0) turns the check off.
+    type: int
+    default: 1000
+  max_decompressed_gib:
+    description:
+      - A dump that decompresses to more than this many GiB is invalid; bounds the time one dump
+        can take. C(0) turns the limit off.
+    type: int
+    default: 64
   results_file:
     description:
       - JSON file to write the recent counts to, for example
@@ -182,6 +196,8 @@ def main():
         bucket=dict(type="str", default="chom-backups"),
         sites=dict(type="list", elements="str"),
         min_bytes=dict(type="int", default=1024),
+        max_compression_ratio=dict(type="int", default=1000),
+        max_decompressed_gib=dict(type="int", default=64),
         results_file=dict(type="path"),
         results_window_hours=dict(type="float", default=24),
         now=dict(type="str"),
@@ -193,6 +209,8 @@ def main():
     p = module.params
     if p["min_bytes"] < 0 or p["results_window_hours"] <= 0:
         module.fail_json(msg="min_bytes must be 0 or more and results_window_hours more than 0")
+    if p["max_compression_ratio"] < 0 or p["max_decompressed_gib"] < 0:
+        module.fail_json(msg="max_compression_ratio and max_decompressed_gib must be 0 (no limit) or more")
     try:
         now = parse_now(p["now"])
         sites = [check_site(site) for site in p["sites"]] if p["sites"] is not None else None
@@ -202,7 +220,8 @@ def main():
     client = make_client(p["endpoint_url"], p["access_key"], p["secret_key"], p["region"])
     try:
         items = list_items(client, p["bucket"], ("db",), sites)
-        results = validate_items(client, items, p["min_bytes"], module.check_mode)
+        results = validate_items(client, items, p["min_bytes"], module.check_mode, p["max_compression_ratio"],
+                                 p["max_decompressed_gib"] << 30)
     except Exception as exc:  # noqa: BLE001 - S3 errors are reported with their traceback
         module.fail_json(msg=f"Validating database dumps in {p['bucket']} on {p['endpoint_url']} failed: {exc}",
                          exception=traceback.format_exc())

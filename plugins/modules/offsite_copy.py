@@ -18,7 +18,9 @@ description:
     days). Good means a C(valid) marker for a database item (run M(chom.storage.backup_validate)
     first) and no C(invalid) marker for any other item. Markers themselves are not copied.
   - An object already offsite is not uploaded again, when the offsite copy records the same
-    source ETag and size, or else the same plaintext SHA-256 and size.
+    source ETag and size, or else the same plaintext SHA-256 and size, and its length is the one
+    the recorded plaintext size gives. A copy of another length (cut short, or altered) is
+    uploaded again; the entry in RV(copied) says why under C(replaced), and the task warns.
   - With O(prune), deletes offsite items older than their site's offsite window. Never deleted
     are the newest item of a site and kind, an item a kept incremental depends on, and items of
     sites missing from O(site_tiers).
@@ -201,6 +203,9 @@ copied:
       type: str
     upload:
       description: C(put) or C(multipart) (not in check mode).
+      type: str
+    replaced:
+      description: Why the copy already offsite was not kept (its length is wrong); absent otherwise.
       type: str
 present:
   description: Number of objects already offsite and not uploaded again.
@@ -403,6 +408,10 @@ def main():
         gone = {d["item"] for d in deleted}
         result["diff"] = dict(before="".join(f"{i}\n" for i in sorted(before)),
                               after="".join(f"{i}\n" for i in sorted((set(before) | new) - gone)))
+    replaced = [c for c in copied if c.get("replaced")]
+    if replaced:
+        module.warn(f"{len(replaced)} offsite copies had the wrong length and were uploaded again, for example "
+                    f"{replaced[0]['offsite_key']}: {replaced[0]['replaced']}")
     if errors:
         module.fail_json(msg=f"{len(errors)} object(s) could not be copied offsite (nothing was pruned): "
                              + "; ".join(f"{e['key']}: {e['error']}" for e in errors[:3]), errors=errors, **result)

@@ -272,9 +272,19 @@ ENDPOINT_SPEC = dict(
 )
 
 
-def client_for(endpoint: dict, concurrency: int):
-    return make_client(endpoint["endpoint_url"], endpoint["access_key"], endpoint["secret_key"], endpoint["region"],
-                       timeout=30, pool=concurrency + 4)
+def client_for(endpoint: dict, concurrency: int, side: str, host: str):
+    """An S3 client whose error responses name the endpoint they came from (``side`` is the option name)."""
+    client = make_client(endpoint["endpoint_url"], endpoint["access_key"], endpoint["secret_key"], endpoint["region"],
+                         timeout=30, pool=concurrency + 4)
+    label = f"[{side} endpoint {endpoint['endpoint_url']} of {host}]"
+
+    def name_side(http_response, parsed, **_):
+        error = parsed.get("Error") if isinstance(parsed, dict) else None
+        if http_response is not None and http_response.status_code >= 300 and isinstance(error, dict):
+            error["Message"] = f"{label} {error.get('Message') or error.get('Code') or 'error'}"
+
+    client.meta.events.register("after-call.s3", name_side)
+    return client
 
 
 def settings_from(p) -> Settings:
@@ -405,8 +415,8 @@ def main():
 
     conn = connect(module)
     try:
-        src = client_for(p["source"], p["concurrency"])
-        dst = client_for(p["dest"], p["concurrency"])
+        src = client_for(p["source"], p["concurrency"], "source", p["source_host"])
+        dst = client_for(p["dest"], p["concurrency"], "dest", p["dest_host"])
         action = {"migrated": migrate, "cleaned": cleaned, "rolled_back": rolled_back}[p["state"]]
         action(module, conn, src, dst, settings)
     except MigrationRefused as exc:

@@ -237,3 +237,33 @@ def test_snapshot_directories(run_module, tmp_path):
 
     again = run_module("backup_retention", args)
     assert not again.failed and not again.changed
+
+
+def test_a_snapshot_stamped_in_the_future_is_kept_reported_and_counted(run_module, tmp_path):
+    root = tmp_path / "snapshots"
+    days = timedelta(days=1)
+    real_old = make_snapshot(root, "alpha", 10 * days, "full", "complete")
+    real_new = make_snapshot(root, "alpha", 8 * days, "full", "complete")
+    future = make_snapshot(root, "alpha", -12000 * days, "full", "complete")  # a clock in the 2050s
+    metrics_file = tmp_path / "retention_snapshots.prom"
+    args = dict(snapshot_root=str(root), site_tiers={"alpha": "starter"}, now=NOW_ISO, metrics_file=str(metrics_file))
+
+    run = run_module("backup_retention", args)
+
+    assert not run.failed, run.msg
+    assert {d["item"] for d in run.result["deleted"]} == {str(real_old)}
+    assert real_new.is_dir() and future.is_dir()
+    assert [f["item"] for f in run.result["future_stamped"]] == [str(future)]
+    assert run.result["totals"]["snapshots"]["items_future"] == 1
+    assert any("stamped in the future" in w for w in run.result.get("warnings", []))
+    assert 'chom_storage_retention_future_items{source="snapshots"} 1' in metrics_file.read_text()
+
+
+def test_a_bad_deleted_at_names_the_site_and_parameter(run_module, tmp_path):
+    run = run_module("backup_retention", dict(snapshot_root=str(tmp_path), now=NOW_ISO,
+                                              site_tiers={"site-7": {"tier": "pro", "deleted_at": "yesterday"}}))
+    assert run.failed
+    assert run.msg.startswith("site_tiers['site-7'].deleted_at must be ISO-8601"), run.msg
+    run = run_module("backup_retention", dict(snapshot_root=str(tmp_path), now=NOW_ISO,
+                                              site_tiers={"site-7": {"tier": "pro", "deleted_at": "2026-03-29T02:30"}}))
+    assert run.failed and run.msg.startswith("site_tiers['site-7'].deleted_at must carry an offset"), run.msg

@@ -150,6 +150,32 @@ def test_3_rerun_changes_nothing(run_module, engines, encryption_key):
     assert after == before
 
 
+def test_3b_a_truncated_copy_is_uploaded_again_and_reported(run_module, engines, encryption_key, tmp_path):
+    _, archive = engines
+    name = f"{SOURCE}/alpha/db/20260120T020000Z/dump.sql.gz"
+    key = PREFIX + name
+    client = archive.client()
+    stored = client.get_object(Bucket=OFFSITE, Key=key)
+    blob, meta = stored["Body"].read(), stored["Metadata"]
+    client.put_object(Bucket=OFFSITE, Key=key, Body=blob[: len(blob) // 2], Metadata=meta)  # cut, metadata kept
+
+    check = run_module("offsite_copy", copy_args(engines, encryption_key), check=True)
+    assert not check.failed and [c["key"] for c in check.result["copied"]] == [name], check.result
+    assert "truncated" in check.result["copied"][0]["replaced"]
+
+    run = run_module("offsite_copy", copy_args(engines, encryption_key))
+    assert not run.failed and run.changed, run.msg
+    assert [c["key"] for c in run.result["copied"]] == [name]
+    assert f"{len(blob) // 2} B long, {len(blob)} B expected" in run.result["copied"][0]["replaced"]
+    assert any("wrong length" in w for w in run.result.get("warnings", []))
+    assert client.head_object(Bucket=OFFSITE, Key=key)["ContentLength"] == len(blob)
+    restore = run_module("offsite_restore", restore_args(engines, encryption_key, name,
+                                                         dest=str(tmp_path / "dump.sql.gz")))
+    assert not restore.failed, restore.msg
+    again = run_module("offsite_copy", copy_args(engines, encryption_key))
+    assert not again.failed and not again.changed and again.result["copied"] == []
+
+
 def test_4_restore_to_a_file_and_to_a_bucket_is_byte_identical(run_module, engines, encryption_key, tmp_path):
     storage, _ = engines
     dest = tmp_path / "dump.sql.gz"

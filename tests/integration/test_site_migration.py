@@ -571,3 +571,22 @@ def test_migrate_site_playbook_check_mode_then_real_run(cp, engines, tmp_path):
     assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
     bad = play("-e", "dest_host=mig-src")
     assert bad.returncode != 0 and "two different hosts" in bad.stdout
+
+
+def test_an_s3_auth_error_names_the_endpoint_that_refused(cp, engines, run_module):
+    src, dst = engines
+    site = new_site(cp)
+    fill(src, site, count=2)
+    bad_secret = "Zz" + secrets.token_hex(12)
+    args = module_args(cp, engines, site)
+    args["dest"] = dict(args["dest"], secret_key=bad_secret)
+    run = run_module("site_migration", args)
+    assert run.failed
+    assert f"[dest endpoint {dst.endpoint} of mig-dst]" in run.msg, run.msg
+    assert "source endpoint" not in run.msg and bad_secret not in run.raw
+    args = module_args(cp, engines, site)
+    args["source"] = dict(args["source"], secret_key=bad_secret)
+    run = run_module("site_migration", args)
+    assert run.failed
+    assert f"[source endpoint {src.endpoint} of mig-src]" in run.msg, run.msg
+    assert "dest endpoint" not in run.msg and bad_secret not in run.raw

@@ -6,6 +6,8 @@ import gzip
 import json
 import os
 import random
+import time
+import zlib
 from datetime import UTC, datetime
 
 import pytest
@@ -121,10 +123,43 @@ def test_create_table_split_across_pieces_is_found():
 
 def test_gzip_bomb_is_read_in_bounded_steps():
     blob = gzip.compress(b"CREATE TABLE x;\n" + b"\0" * (64 << 20) + b"\n-- Dump completed\n")
-    check = DumpCheck()
+    check = DumpCheck(max_ratio=0)
     check.feed(blob)
     assert check.finish() is None
     assert len(check._tail) <= 4096
+
+
+def zero_bomb(mib: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    chunk = b"\0" * (1 << 20)
+    return packer.compress(b"CREATE TABLE x;\n") + b"".join(packer.compress(chunk) for _ in range(mib)) + \
+        packer.flush()
+
+
+def test_gzip_bomb_fails_fast_on_its_compression_ratio():
+    blob = zero_bomb(512)  # 500 KiB of gzip that decompress to 512 MiB
+    start = time.monotonic()
+    reason = check_dump(pieces(blob, 1 << 20))
+    assert time.monotonic() - start < 2
+    assert reason.startswith("suspicious compression ratio"), reason
+    assert "after" not in reason and "likely a gzip bomb" in reason
+
+
+def test_a_real_dump_is_far_below_the_ratio_limit():
+    rows = b"".join(b"INSERT INTO wp_options VALUES (%d,'siteurl','https://example.test','yes');\n" % n
+                    for n in range(400_000))
+    blob = gzip.compress(b"CREATE TABLE wp_options (a int);\n" + rows + b"-- Dump completed\n")
+    assert len(rows) > 16 << 20
+    assert check_dump(pieces(blob, 1 << 20)) is None
+
+
+def test_decompressed_size_has_an_absolute_limit():
+    text = b"CREATE TABLE x;\n" + random.Random(1).randbytes(3 << 20) + b"\n-- Dump completed\n"
+    blob = gzip.compress(text)
+    assert check_dump([blob]) is None
+    reason = check_dump([blob], max_plain_bytes=2 << 20)
+    assert reason.startswith("decompressed size exceeds the limit of 2097152 B"), reason
+    assert "does not end with" in check_dump([zero_bomb(64)], max_ratio=0, max_plain_bytes=0)
 
 
 # ---------------------------------------------------------------- counts and the results file

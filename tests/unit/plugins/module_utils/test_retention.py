@@ -10,7 +10,9 @@ from ansible_collections.chom.storage.plugins.module_utils.retention import (
     DAY,
     DEPLOYED,
     EMPTY,
+    FUTURE_SKEW,
     INVALID,
+    SETTLE,
     VALID,
     WINDOWS,
     Item,
@@ -72,9 +74,10 @@ def test_the_table_of_windows_is_the_spec():
 @pytest.mark.parametrize("tier,full_days,incremental_days", [("starter", 7, 1), ("pro", 30, 7),
                                                              ("enterprise", 90, 30)])
 def test_full_and_incremental_windows_by_tier(tier, full_days, incremental_days):
-    # One chain per day: a full each day, so no incremental depends on an older one.
-    items = [item("s1", "full", d * DAY + HOUR, ref=f"full-{d}") for d in range(0, 100)]
-    items += [item("s1", "incremental", d * DAY, ref=f"inc-{d}") for d in range(0, 100)]
+    # One chain per day: a full each day, so no incremental depends on an older one. All are
+    # past the settle time, so the youngest of each kind is the newest good one.
+    items = [item("s1", "full", d * DAY + SETTLE + HOUR, ref=f"full-{d}") for d in range(0, 100)]
+    items += [item("s1", "incremental", d * DAY + SETTLE, ref=f"inc-{d}") for d in range(0, 100)]
     result = actions(plan(items, {"s1": Site(tier)}, NOW))
     kept_fulls = {ref for ref, (action, _) in result.items() if ref.startswith("full-") and action == "keep"}
     kept_incs = {ref for ref, (action, _) in result.items() if ref.startswith("inc-") and action == "keep"}
@@ -111,6 +114,63 @@ def test_newest_good_is_kept_even_when_expired():
                           {"s1": Site("starter")}, NOW))
     assert result == {"a": ("delete", "older than its retention window"),
                       "b": ("keep", "newest good item of its site and kind")}
+
+
+def test_an_item_stamped_in_the_future_is_kept_reported_and_never_the_newest_good():
+    # A host whose clock ran decades ahead wrote one dump; the real ones keep their newest good.
+    items = [item("s1", "db", 10 * DAY, VALID, ref="db-old"), item("s1", "db", 4 * DAY, VALID, ref="db-real"),
+             item("s1", "db", -3650 * DAY, VALID, ref="db-2036")]
+    result = plan(items, {"s1": Site("starter")}, NOW)
+    got = actions(result)
+    assert got["db-real"] == ("keep", "newest good item of its site and kind")
+    assert got["db-old"] == ("delete", "older than its retention window")
+    assert got["db-2036"] == ("keep", "stamped in the future")
+    assert [i.ref for i in result.future()] == ["db-2036"]
+    assert result.totals()["items_future"] == 1
+
+
+def test_future_items_are_never_deleted_and_keep_what_they_depend_on():
+    items = [item("s1", "full", 20 * DAY, ref="f-real"), item("s1", "incremental", 10 * DAY, ref="i-real"),
+             item("s1", "full", -400 * DAY, EMPTY, ref="f-future"),
+             item("s1", "incremental", -401 * DAY, ref="i-future"),
+             item("s1", "media", -DAY, ref="m-future")]
+    result = plan(items, {"s1": Site("starter", NOW_S - 30 * DAY)}, NOW, emergency=True, bytes_to_free=10**9)
+    got = actions(result)
+    assert {ref for ref, (action, why) in got.items() if why == "stamped in the future" and action == "keep"} == \
+        {"f-future", "i-future"}
+    # The site was deleted long ago: the real items age out as if the future ones were not there.
+    assert got["f-real"][0] == got["i-real"][0] == "delete"
+    # Media carry the engine's time, not a stamp: they follow the site's deletion as always.
+    assert got["m-future"] == ("delete", "site deleted")
+    # A future incremental on a real chain keeps that chain, even once nothing else protects it.
+    chain = [item("s1", "full", 20 * DAY, ref="f"), item("s1", "incremental", 10 * DAY, ref="i"),
+             item("s1", "incremental", -DAY, ref="i-future")]
+    got = actions(plan(chain, {"s1": Site("starter", NOW_S - 30 * DAY)}, NOW, emergency=True, bytes_to_free=10**9))
+    assert got == {"f": ("keep", "a kept item depends on it"), "i": ("keep", "a kept item depends on it"),
+                   "i-future": ("keep", "stamped in the future")}
+
+
+def test_the_allowed_clock_skew_is_one_hour():
+    items = [item("s1", "config", 40 * DAY, ref="old"), item("s1", "config", -FUTURE_SKEW, ref="skewed"),
+             item("s1", "config", -FUTURE_SKEW - 1, ref="future")]
+    got = actions(plan(items, {"s1": Site("pro")}, NOW))
+    assert got["skewed"] == ("keep", "newest good item of its site and kind")
+    assert got["future"] == ("keep", "stamped in the future")
+    assert got["old"][0] == "delete"
+    assert got == actions(plan(items, {"s1": Site("pro")}, NOW_S))
+
+
+def test_a_full_still_uploading_does_not_count_as_the_newest_good():
+    # A full written a minute ago may still be uploading; the complete one stays protected.
+    items = [item("s1", "full", 7 * DAY, ref="full-complete"), item("s1", "full", 60, ref="full-uploading")]
+    got = actions(plan(items, {"s1": Site("starter")}, NOW))
+    assert got == {"full-complete": ("keep", "newest good item of its site and kind"),
+                   "full-uploading": ("keep", "within its retention window")}
+    settled = [item("s1", "full", 7 * DAY, ref="full-complete"), item("s1", "full", SETTLE, ref="full-new")]
+    assert actions(plan(settled, {"s1": Site("starter")}, NOW))["full-complete"][0] == "delete"
+    # A database dump counts once it carries its valid marker, however young.
+    dumps = [item("s1", "db", 3 * DAY, VALID, ref="db-old"), item("s1", "db", 60, VALID, ref="db-new")]
+    assert actions(plan(dumps, {"s1": Site("starter")}, NOW))["db-old"][0] == "delete"
 
 
 def test_invalid_db_dump_is_never_the_newest_good():
@@ -178,7 +238,7 @@ def test_newest_good_incremental_keeps_its_chain_even_when_all_expired():
 
 
 def test_incrementals_before_any_full_form_a_chain_without_base():
-    items = [item("s1", "incremental", 5 * DAY, ref="o1"), item("s1", "incremental", 3 * HOUR, ref="o2")]
+    items = [item("s1", "incremental", 5 * DAY, ref="o1"), item("s1", "incremental", 7 * HOUR, ref="o2")]
     result = actions(plan(items, {"s1": Site("starter")}, NOW))
     assert result["o1"] == ("keep", "a kept item depends on it")
 
@@ -292,7 +352,7 @@ def test_emergency_deletes_expired_first_then_oldest_within_the_rules():
 
 def test_emergency_deletes_chains_whole_and_never_the_newest_good_chain():
     items = [item("s1", "full", 6 * DAY, size=100, ref="f-old"), item("s1", "incremental", 5 * DAY, ref="i-old"),
-             item("s1", "full", 2 * DAY, size=100, ref="f-new"), item("s1", "incremental", HOUR, ref="i-new")]
+             item("s1", "full", 2 * DAY, size=100, ref="f-new"), item("s1", "incremental", 7 * HOUR, ref="i-new")]
     result = plan(items, {"s1": Site("pro")}, NOW, emergency=True, bytes_to_free=50)
     assert deleted_refs(result) == {"f-old", "i-old"}
     result = plan(items, {"s1": Site("pro")}, NOW, emergency=True, bytes_to_free=10**6)
