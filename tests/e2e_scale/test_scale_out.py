@@ -190,6 +190,18 @@ def test_decommissioning_the_last_active_host_is_refused(lab):
     assert hosts(lab)[lab.primary][1] == "active"
 
 
+def test_decommission_refuses_when_a_destination_lacks_the_capacity(lab):
+    assert any(h == lab.primary for h in placements(lab).values())
+    before = placements(lab)
+    run = playbook(lab, "decommission_storage_host.yml", "-e", f"host={lab.primary}",
+                   "-e", f"confirm_host={lab.primary}", "-e", "decommission_fill_limit_percent=0.001")
+    assert run.returncode != 0
+    assert "over the 0.001 % limit (decommission_fill_limit_percent)" in run.stdout, run.stdout[-2000:]
+    assert HOST_TASK.findall(run.stdout) == []
+    assert hosts(lab)[lab.primary][1] == "active"
+    assert placements(lab) == before
+
+
 def test_decommission_refuses_a_confirmation_that_differs(lab):
     run = playbook(lab, "decommission_storage_host.yml", "-e", f"host={lab.primary}", "-e", "confirm_host=storage-9")
     assert run.returncode != 0
