@@ -34,6 +34,18 @@ def wait_ssh(lab, host: str, timeout: float = 90) -> None:
     pytest.fail(f"{host} did not come back within {timeout:.0f} s")
 
 
+def wait_reachable(lab, source: str, target: str, timeout: float = 60) -> None:
+    """Until ``source`` reaches ``target``'s SSH and S3 ports (a restarted container's neighbours
+    need a moment to learn its address again)."""
+    probe = f'timeout 3 bash -c "</dev/tcp/{lab.ip(target)}/22" && timeout 3 bash -c "</dev/tcp/{lab.ip(target)}/8333"'
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lab.ssh(source, probe, check=False).returncode == 0:
+            return
+        time.sleep(1)
+    pytest.fail(f"{source} cannot reach {target} {timeout:.0f} s after it came back")
+
+
 def db(lab):
     hostvars = lab.hostvars[lab.primary]
     return psycopg.connect(host="127.0.0.1", port=hostvars["control_plane_db_port"], dbname="chom",
@@ -85,6 +97,7 @@ def test_replica_down_fails_the_run_lag_grows_and_the_next_run_catches_up(lab):
     finally:
         assert podman("start", lab.replica).returncode == 0
         wait_ssh(lab, lab.replica)
+        wait_reachable(lab, lab.primary, lab.replica)
     caught_up = lab.ssh(lab.primary, "systemctl start chom-replication.service", check=False)
     assert caught_up.returncode == 0, caught_up.stderr
     assert get(lab, lab.replica, key) == body
@@ -112,8 +125,11 @@ def recoverable(lab):
         if podman("inspect", "-f", "{{.State.Running}}", host).stdout.strip() != "true":
             podman("start", host)
             wait_ssh(lab, host)
+            wait_reachable(lab, lab.primary, lab.replica)
     if roles(lab).get(lab.primary, ("", False))[1]:
         lab.playbook("-i", "inventories/lab", "playbooks/failback.yml", "-e", "force=true")
+    else:  # a failover that stopped halfway: site.yml puts replication's access back
+        lab.playbook("-i", "inventories/lab", "playbooks/site.yml")
 
 
 def test_failover_with_the_primary_stopped_then_failback(lab, recoverable):
@@ -154,6 +170,8 @@ def test_failover_with_the_primary_stopped_then_failback(lab, recoverable):
     # The old primary comes back: its replication cannot touch the new primary.
     assert podman("start", lab.primary).returncode == 0
     wait_ssh(lab, lab.primary)
+    wait_reachable(lab, lab.primary, lab.replica)
+    wait_reachable(lab, lab.replica, lab.primary)
     stale = lab.ssh(lab.primary, "systemctl start chom-replication.service", check=False)
     assert stale.returncode != 0
     assert get(lab, lab.replica, written) == b"written to the new primary"
