@@ -19,12 +19,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PLAYBOOKS = os.path.join(REPO, "playbooks")
 AWX = os.path.join(REPO, "awx")
 
-# Runbooks whose template and spec exist ahead of their playbook. Their playbook-level checks are
-# skipped until the playbook is in playbooks/ and validates its variables; any other runbook that
-# lacks either fails. Remove a name once its playbook validates.
-PENDING_PLAYBOOKS = {
-    "add_storage_host", "decommission_storage_host", "rebalance",
-}
 SURVEY_TYPES = {"str": "text", "int": "integer", "float": "float", "list": "textarea"}
 BOOL_CHOICES = ["yes", "no"]
 ASK_FLAGS = ("ask_limit_on_launch", "ask_job_type_on_launch", "ask_diff_mode_on_launch", "ask_variables_on_launch")
@@ -52,8 +46,6 @@ def _template_id(template):
 def _existing_playbook(runbook):
     path = os.path.join(PLAYBOOKS, f"{runbook}.yml")
     if not os.path.isfile(path):
-        if runbook in PENDING_PLAYBOOKS:
-            pytest.skip(f"playbooks/{runbook}.yml is not written yet")
         pytest.fail(f"playbooks/{runbook}.yml does not exist")
     return path
 
@@ -169,8 +161,6 @@ def test_runbook_validates_its_variables_first(runbook):
     path = _existing_playbook(runbook)
     play, task = _first_task(path)
     validates = "ansible.builtin.validate_argument_spec" in task
-    if not validates and runbook in PENDING_PLAYBOOKS:
-        pytest.skip(f"playbooks/{runbook}.yml does not validate its variables yet (see awx/README.md)")
     assert play["hosts"] == "localhost", f"{runbook}: the first play must run on localhost, before any host"
     assert validates, f"{runbook}: first task is not validate_argument_spec"
     spec_ref = task["ansible.builtin.validate_argument_spec"]["argument_spec"]
