@@ -151,7 +151,7 @@ def test_failover_with_the_primary_stopped_then_failback(lab, recoverable):
                              " WHERE h.hostname = %s", (lab.primary,)).fetchone()[0]
     assert moved == 0 and f"{on_primary} site(s) moved" in run.stdout
     env = open(APP_ENV, encoding="utf-8").read()
-    assert f"AWS_ENDPOINT='http://{lab.ip(lab.replica)}:8333'" in env
+    assert f'AWS_ENDPOINT="http://{lab.ip(lab.replica)}:8333"' in env
     assert lab.secrets["lab_app_secret_key"] not in run.stdout
     # Everything up to the last replication is on the new primary, which takes the app's writes.
     assert get(lab, lab.replica, replicated) == body
@@ -181,12 +181,31 @@ def test_failover_with_the_primary_stopped_then_failback(lab, recoverable):
     assert roles(lab)[lab.primary] == ("active", False)
     assert roles(lab)[lab.replica] == ("replica", False)
     assert get(lab, lab.primary, written) == b"written to the new primary"
-    assert f"AWS_ENDPOINT='http://{lab.ip(lab.primary)}:8333'" in open(APP_ENV, encoding="utf-8").read()
+    assert f'AWS_ENDPOINT="http://{lab.ip(lab.primary)}:8333"' in open(APP_ENV, encoding="utf-8").read()
     forward = lab.ssh(lab.primary, "systemctl start chom-replication.service", check=False)
     assert forward.returncode == 0, forward.stderr
     assert lab.ssh(lab.primary, "systemctl is-enabled chom-replication.timer").stdout.strip() == "enabled"
     again = lab.playbook("-i", "inventories/lab", "playbooks/failback.yml")
     assert again.returncode == 0 and changed_total(again.stdout) == 0, again.stdout[-3000:]
+
+
+def test_planned_failover_fences_a_running_primary_then_failback(lab, recoverable):
+    assert lab.ssh(lab.primary, "systemctl start chom-replication.service", check=False).returncode == 0
+    run = lab.playbook("-i", "inventories/lab", "playbooks/failover.yml")
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert "fenced (replication stopped, S3 endpoint closed)" in run.stdout
+    state = lab.ssh(lab.primary, "systemctl is-active chom-object-store-s3.socket chom-replication.timer",
+                    check=False).stdout.split()
+    assert state == ["inactive", "inactive"]
+    # The fence holds across a restart of the host.
+    assert podman("restart", "-t", "20", lab.primary).returncode == 0
+    wait_ssh(lab, lab.primary)
+    assert lab.ssh(lab.primary, "systemctl is-active chom-object-store-s3.socket",
+                   check=False).stdout.strip() == "inactive"
+    back = lab.playbook("-i", "inventories/lab", "playbooks/failback.yml")
+    assert back.returncode == 0, back.stdout[-4000:]
+    assert roles(lab)[lab.primary] == ("active", False)
+    assert lab.ssh(lab.primary, "systemctl is-active chom-object-store-s3.socket").stdout.strip() == "active"
 
 
 def test_failover_to_a_replica_that_is_not_caught_up_is_refused(lab):

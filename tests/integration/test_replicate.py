@@ -555,8 +555,14 @@ def test_copy_only_brings_the_replica_forward_and_deletes_nothing(replication):
     assert_ok(replication.run())
     replication.delete(replication.source, "obj/0000", "obj/0001")
     replication.put(replication.source, "obj/new", b"written later")
+    # Written on the replica since (an app already writing there): it is newer there and stays.
+    replication.put(replication.replica, "obj/0002", b"newer on the replica")
+    replication.put(replication.source, "obj/0003", b"changed on the source")
     run = replication.run(object_tier__copy_only=True)
     assert_ok(run)
     assert copied(run) == (1, 0)
     held = set(keys_of(replication.replica, replication.bucket))
     assert {"obj/0000", "obj/0001", "obj/new"} <= held and set(objects) <= held
+    read = replication.replica.get_object
+    assert read(Bucket=replication.bucket, Key="obj/0002")["Body"].read() == b"newer on the replica"
+    assert read(Bucket=replication.bucket, Key="obj/0003")["Body"].read() == objects["obj/0003"]
