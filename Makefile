@@ -26,6 +26,7 @@ setup:
 lab: lab-up
 	ansible-playbook playbooks/site.yml
 	@lab/lab.sh prometheus
+	@lab/lab.sh offsite
 	ansible-playbook playbooks/capacity.yml
 	$(BIN)/python lab/demo.py
 
@@ -61,6 +62,7 @@ molecule: setup
 e2e: lab-up
 	ansible-playbook playbooks/site.yml
 	@lab/lab.sh prometheus
+	@lab/lab.sh offsite
 	ansible-playbook playbooks/capacity.yml
 	$(PYTEST) tests/e2e
 

@@ -159,6 +159,8 @@ write_secrets() {
   local file="$state/secrets.yml" copy="$repo/inventories/lab/group_vars/all/lab_secrets.yml"
   if [ ! -s "$file" ]; then
     (umask 077; generate_secrets >"$file")
+  elif ! grep -q '^lab_offsite_access_key:' "$file"; then
+    offsite_secrets >>"$file"
   fi
   mkdir -p "$(dirname "$copy")"
   install -m 0600 "$file" "$copy"
@@ -177,6 +179,13 @@ lab_replication_access_key: chomrepl$(random_secret 9)
 lab_replication_secret_key: $(random_secret 32)
 lab_db_password: $(random_secret 24)
 YAML
+  offsite_secrets
+}
+
+offsite_secrets() {
+  echo "lab_offsite_access_key: chomoffsite$(random_secret 8)"
+  echo "lab_offsite_secret_key: $(random_secret 32)"
+  echo "lab_offsite_encryption_key: $(head -c 32 /dev/urandom | base64)"
 }
 
 secret_value() {  # $1 key of the lab's secrets
@@ -307,6 +316,10 @@ cmd_down() {
     done
     rm -f "$img"
   done
+  if [ -f "$state/offsite/weed.pid" ] && kill -0 "$(cat "$state/offsite/weed.pid")" 2>/dev/null; then
+    kill "$(cat "$state/offsite/weed.pid")" && say "stopped the offsite target"
+  fi
+  rm -rf "$state/offsite"
   if [ -f "$state/prometheus.pid" ] && kill -0 "$(cat "$state/prometheus.pid")" 2>/dev/null; then
     kill "$(cat "$state/prometheus.pid")" && say "stopped Prometheus"
   fi
@@ -337,6 +350,54 @@ cmd_prometheus() {
   say "Prometheus started on 127.0.0.1:${CHOM_LAB_PROMETHEUS_PORT:-59090}"
 }
 
+# The offsite archive target of the lab: one more SeaweedFS (`weed mini`) on this machine, on
+# loopback only, with its own key and the bucket chom-offsite. The offsite copy runs on the
+# controller, so the storage hosts never reach it.
+offsite_port=${CHOM_LAB_OFFSITE_PORT:-48305}
+cmd_offsite() {
+  local dir="$state/offsite" pidfile="$state/offsite/weed.pid"
+  mkdir -p "$dir/data"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    return 0
+  fi
+  (umask 077; "$repo/.venv/bin/python" - "$state/secrets.yml" >"$dir/identities.json" <<'PY'
+import json, sys, yaml
+s = yaml.safe_load(open(sys.argv[1]))
+print(json.dumps({"identities": [{"name": "offsite", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                  "credentials": [{"accessKey": s["lab_offsite_access_key"], "secretKey": s["lab_offsite_secret_key"]}]}]}))
+PY
+  )
+  local base=$((offsite_port - 4))
+  nohup "$repo/.venv/bin/weed" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -admin.port=$base -admin.port.grpc=$((base + 10000)) -master.port=$((base + 1)) -master.port.grpc=$((base + 11)) \
+    -volume.port=$((base + 2)) -volume.port.grpc=$((base + 12)) -filer.port=$((base + 3)) -filer.port.grpc=$((base + 13)) \
+    -s3.port="$offsite_port" -s3.port.grpc=$((offsite_port + 10)) -s3.port.iceberg=$((offsite_port + 1)) \
+    -s3.port.lance=$((offsite_port + 2)) -master.telemetry=false -webdav=false -admin.ui=false \
+    -s3.autoCreateBucket=false -s3.config="$dir/identities.json" -volume.preStopSeconds=0 \
+    >"$dir/weed.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+  "$repo/.venv/bin/python" - "$state/secrets.yml" "http://127.0.0.1:$offsite_port" <<'PY'
+import sys, time, yaml
+import boto3
+from botocore.config import Config
+s = yaml.safe_load(open(sys.argv[1]))
+c = boto3.client("s3", endpoint_url=sys.argv[2], aws_access_key_id=s["lab_offsite_access_key"],
+                 aws_secret_access_key=s["lab_offsite_secret_key"], region_name="us-east-1",
+                 config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
+for _ in range(120):
+    try:
+        names = [b["Name"] for b in c.list_buckets()["Buckets"]]
+        break
+    except Exception:
+        time.sleep(0.5)
+else:
+    sys.exit("offsite engine did not answer")
+if "chom-offsite" not in names:
+    c.create_bucket(Bucket="chom-offsite")
+PY
+  say "offsite target on 127.0.0.1:$offsite_port"
+}
+
 cmd_status() {
   podman ps -a --filter "label=$label=host" --format '{{.Names}} {{.Status}}'
   losetup --list | grep "$state" || true
@@ -346,6 +407,7 @@ case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   prometheus) cmd_prometheus ;;
+  offsite) cmd_offsite ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down|prometheus|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|prometheus|offsite|status" >&2; exit 2 ;;
 esac
