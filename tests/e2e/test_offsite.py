@@ -32,8 +32,10 @@ def test_offsite_copy_is_ciphertext_and_restores(lab, tmp_path):
         conn.execute("INSERT INTO sites (id, tier, storage_host_id) SELECT %s, 'pro', id FROM storage_hosts"
                      " WHERE hostname = %s", (site, lab.primary))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    dump_text = ("-- MySQL dump\nCREATE TABLE wp_posts (id int);\n"
-                 + "INSERT INTO wp_posts VALUES (1);\n" * 400 + "-- Dump completed on 2026-12-04\n").encode()
+    # Above the validation's size floor (1 KiB compressed): rows that do not compress to nothing.
+    rows = "".join(f"INSERT INTO wp_posts VALUES ({n}, '{uuid.uuid4().hex}');\n" for n in range(400))
+    dump_text = ("-- MySQL dump\nCREATE TABLE wp_posts (id int, title text);\n" + rows
+                 + "-- Dump completed on 2026-12-04\n").encode()
     dump = gzip.compress(dump_text)
     dump_key = f"{site}/db/{stamp}/dump.sql.gz"
     client = lab.s3(lab.primary, "admin")
@@ -55,7 +57,8 @@ def test_offsite_copy_is_ciphertext_and_restores(lab, tmp_path):
     # Restored with the module's own code, in this process (no key on a command line).
     target = tmp_path / "restored.sql.gz"
     key = parse_master_key(lab.secrets["lab_offsite_encryption_key"])
-    restored = restore_to_file(offsite, "chom-offsite", name, key, str(target), prefix=f"{lab.primary}/")
+    restored = restore_to_file(offsite, "chom-offsite", f"{lab.primary}/{name}", key, str(target),
+                               prefix=f"{lab.primary}/")
     assert restored["sha256"] == hashlib.sha256(dump).hexdigest()
     assert target.read_bytes() == dump
 
