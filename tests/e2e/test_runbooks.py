@@ -249,6 +249,7 @@ def test_disk_full_emergency_deletes_expired_backups_and_marks_the_host_full(lab
         # host is put back as that check would, so the result does not hang on this machine's I/O wait.
         with db(lab) as conn:
             conn.execute("UPDATE storage_hosts SET role = 'active', unavailable_by_capacity = false,"
-                         " capacity_state = 'normal', capacity_reasons = '{}' WHERE hostname = %s",
+                         " capacity_state = 'normal', capacity_reasons = '{}', used_capacity_bytes = 0"
+                         " WHERE hostname = %s",
                          (lab.primary,))
     assert roles(lab)[lab.primary][0] == "active"
