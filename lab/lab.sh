@@ -363,14 +363,17 @@ cmd_offsite() {
   (umask 077; "$repo/.venv/bin/python" - "$state/secrets.yml" >"$dir/identities.json" <<'PY'
 import json, sys, yaml
 s = yaml.safe_load(open(sys.argv[1]))
+key = {"accessKey": s["lab_offsite_access_key"], "secretKey": s["lab_offsite_secret_key"]}
 print(json.dumps({"identities": [{"name": "offsite", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                  "credentials": [{"accessKey": s["lab_offsite_access_key"], "secretKey": s["lab_offsite_secret_key"]}]}]}))
+                                  "credentials": [key]}]}))
 PY
   )
   local base=$((offsite_port - 4))
   nohup "$repo/.venv/bin/weed" mini -dir="$dir/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
-    -admin.port=$base -admin.port.grpc=$((base + 10000)) -master.port=$((base + 1)) -master.port.grpc=$((base + 11)) \
-    -volume.port=$((base + 2)) -volume.port.grpc=$((base + 12)) -filer.port=$((base + 3)) -filer.port.grpc=$((base + 13)) \
+    -admin.port=$base -admin.port.grpc=$((base + 10000)) \
+    -master.port=$((base + 1)) -master.port.grpc=$((base + 11)) \
+    -volume.port=$((base + 2)) -volume.port.grpc=$((base + 12)) \
+    -filer.port=$((base + 3)) -filer.port.grpc=$((base + 13)) \
     -s3.port="$offsite_port" -s3.port.grpc=$((offsite_port + 10)) -s3.port.iceberg=$((offsite_port + 1)) \
     -s3.port.lance=$((offsite_port + 2)) -master.telemetry=false -webdav=false -admin.ui=false \
     -s3.autoCreateBucket=false -s3.config="$dir/identities.json" -volume.preStopSeconds=0 \
