@@ -42,7 +42,7 @@ lab-demo:
 test: setup lint rules unit integration molecule e2e e2e-scale
 
 lint: setup
-	$(BIN)/ruff check plugins roles/replication/files/chom-replicate roles/snapshot/files/chom-snapshot tests lab benchmarks
+	$(BIN)/ruff check plugins roles/replication/files/chom-replicate roles/snapshot/files/chom-snapshot tests lab benchmarks molecule
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --profile production --offline
 

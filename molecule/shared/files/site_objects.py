@@ -2,12 +2,15 @@
 
     site_objects.py put   ENDPOINT BUCKET TAG SITE [SITE ...]
     site_objects.py check ENDPOINT BUCKET TAG SITE [SITE ...]
+    site_objects.py put-keys ENDPOINT BUCKET KEY [KEY ...]
+    site_objects.py has-keys ENDPOINT BUCKET KEY [KEY ...]
 
 Each site gets three objects under ``<site>/full/<stamp>/``: 0 bytes, 150 kB and 17 MiB (multipart
 size for the engine's clients). Their bytes are derived from TAG, the site and the object's name,
 so ``check`` knows what every byte must be without keeping anything between runs. ``check`` prints
 JSON: ``{"missing": [...], "different": [...], "present": N}`` and exits 0 either way; the
-scenario's assertions decide. The S3 key comes from S3_ACCESS_KEY and S3_SECRET_KEY in the
+scenario's assertions decide. ``put-keys`` writes 50 kB under each given key; ``has-keys`` prints
+the JSON list of the given keys that exist. The S3 key comes from S3_ACCESS_KEY and S3_SECRET_KEY in the
 environment, never from the command line.
 """
 
@@ -43,6 +46,22 @@ def key(tag: str, site: str, name: str) -> str:
 def main(argv: list[str]) -> int:
     action, endpoint, bucket, tag, *sites = argv
     client = make_client(endpoint, os.environ["S3_ACCESS_KEY"], os.environ["S3_SECRET_KEY"], attempts=3)
+    if action == "put-keys":
+        for k in [tag, *sites]:
+            client.put_object(Bucket=bucket, Key=k, Body=hashlib.sha256(k.encode()).digest() * 1563)
+        print(json.dumps({"written": 1 + len(sites)}))
+        return 0
+    if action == "has-keys":
+        found = []
+        for k in [tag, *sites]:
+            try:
+                client.head_object(Bucket=bucket, Key=k)
+                found.append(k)
+            except client.exceptions.ClientError as err:
+                if err.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+        print(json.dumps(found))
+        return 0
     if action == "put":
         for site in sites:
             for name in SIZES:
