@@ -14,6 +14,8 @@ description:
     replica holds everything the primary held when the run started. This module reads it from the
     replica's S3 endpoint, so it works when the primary is gone.
   - The lag is the time since the start of the last successful run.
+  - With O(state=absent) it removes the marker instead, from a host that is a primary again
+    (failback leaves one there from its reverse copy); the result then describes the marker removed.
 version_added: 0.1.0
 author: CHOM platform team
 options:
@@ -37,6 +39,11 @@ options:
     description: Bucket holding the marker (the first bucket replication copies).
     type: str
     default: chom-backups
+  state:
+    description: C(present) reads the marker; C(absent) deletes it (changed when there was one).
+    type: str
+    choices: [present, absent]
+    default: present
 attributes:
   check_mode:
     support: full
@@ -53,6 +60,13 @@ EXAMPLES = r"""
     access_key: "{{ vault_s3_admin_access_key }}"
     secret_key: "{{ vault_s3_admin_secret_key }}"
   register: replica
+
+- name: Remove the marker a failback's reverse copy left on the primary
+  chom.storage.replication_state:
+    endpoint_url: http://10.0.0.11:8333
+    access_key: "{{ vault_s3_admin_access_key }}"
+    secret_key: "{{ vault_s3_admin_secret_key }}"
+    state: absent
 """
 
 RETURN = r"""
@@ -94,7 +108,8 @@ MARKER_KEY = "_platform/replication/last-success.json"
 
 def main():
     argument_spec = s3_argument_spec()
-    argument_spec.update(bucket=dict(type="str", default="chom-backups"))
+    argument_spec.update(bucket=dict(type="str", default="chom-backups"),
+                         state=dict(type="str", choices=["present", "absent"], default="present"))
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     p = module.params
     if not HAS_BOTO3:
@@ -113,8 +128,16 @@ def main():
         start = float(marker["last_success_start"])
     except (ValueError, KeyError, TypeError):
         module.fail_json(msg=f"The replication marker on {p['endpoint_url']} is not readable")
-    module.exit_json(changed=False, replicated=True, primary=marker.get("primary", ""), last_success_start=start,
-                     lag_seconds=round(time.time() - start, 1))
+    result = dict(replicated=True, primary=marker.get("primary", ""), last_success_start=start,
+                  lag_seconds=round(time.time() - start, 1))
+    if p["state"] == "absent":
+        if not module.check_mode:
+            try:
+                client.delete_object(Bucket=p["bucket"], Key=MARKER_KEY)
+            except (ClientError, BotoCoreError) as exc:
+                module.fail_json(msg=f"Cannot remove the replication marker on {p['endpoint_url']}: {exc}")
+        module.exit_json(changed=True, **result)
+    module.exit_json(changed=False, **result)
 
 
 if __name__ == "__main__":
