@@ -166,6 +166,11 @@ def test_failover_with_the_primary_stopped_then_failback(lab, recoverable):
     assert again.returncode == 0 and changed_total(again.stdout) == 0, again.stdout[-3000:]
     refused = lab.playbook("-i", "inventories/lab", "playbooks/site.yml")
     assert refused.returncode != 0 and "is fenced" in refused.stdout
+    # Retention follows the control plane: it skips the fenced host and runs on the new primary.
+    kept = lab.playbook("-i", "inventories/lab", "playbooks/retention.yml", "--check")
+    assert kept.returncode == 0, kept.stdout[-3000:]
+    assert f"{lab.primary} is skipped: fenced" in kept.stdout, kept.stdout[-3000:]
+    assert re.search(rf"{lab.replica}: \d+ item\(s\) deleted", kept.stdout), kept.stdout[-3000:]
 
     # The old primary comes back: its replication cannot touch the new primary.
     assert podman("start", lab.primary).returncode == 0
@@ -176,9 +181,22 @@ def test_failover_with_the_primary_stopped_then_failback(lab, recoverable):
     assert stale.returncode != 0
     assert get(lab, lab.replica, written) == b"written to the new primary"
 
+    # A failback refused as not caught up puts the fence back and switches nothing.
+    refused = lab.playbook("-i", "inventories/lab", "playbooks/failback.yml", "-e", "max_lag_seconds=0")
+    assert refused.returncode != 0
+    assert "Nothing was switched" in refused.stdout and "force=true" in refused.stdout, refused.stdout[-3000:]
+    assert roles(lab)[lab.primary] == ("unavailable", True)
+    assert roles(lab)[lab.replica][0] == "active"
+    assert lab.ssh(lab.primary, "test -e /etc/chom-storage/fenced", check=False).returncode == 0
+    assert lab.ssh(lab.primary, "systemctl is-active chom-object-store-s3.socket",
+                   check=False).stdout.strip() == "inactive"
+    assert lab.ssh(lab.replica, "test -e /etc/chom-storage/failback", check=False).returncode != 0
+
     back = lab.playbook("-i", "inventories/lab", "playbooks/failback.yml")
     assert back.returncode == 0, back.stdout[-4000:]
     assert roles(lab)[lab.primary] == ("active", False)
+    # The reverse copies' freshness marker does not stay behind on the primary.
+    assert get(lab, lab.primary, "_platform/replication/last-success.json") is None
     assert roles(lab)[lab.replica] == ("replica", False)
     assert get(lab, lab.primary, written) == b"written to the new primary"
     assert f'AWS_ENDPOINT="http://{lab.ip(lab.primary)}:8333"' in open(APP_ENV, encoding="utf-8").read()
