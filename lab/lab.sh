@@ -301,7 +301,9 @@ cmd_up() {
   write_secrets
   start_database
   write_inventory
-  say "hosts ready: $(for i in $(seq 1 "$hosts_count"); do printf '%s ' "$(host_name "$i")=$(host_ip "$i")"; done)$vps_name=$vps_ip"
+  local ready=""
+  for i in $(seq 1 "$hosts_count"); do ready+="$(host_name "$i")=$(host_ip "$i") "; done
+  say "hosts ready: $ready$vps_name=$vps_ip"
 }
 
 cmd_down() {

@@ -55,7 +55,8 @@ image=$(lab/host-image.sh)
 loops=()
 remove_hosts() {
   local name
-  for name in $(podman ps -a --format '{{.Names}}' | grep -E '^(chom-molecule-storage|molecule-storage-[0-9]+)$' || true); do
+  local pattern='^(chom-molecule-storage|molecule-storage-[0-9]+)$'
+  for name in $(podman ps -a --format '{{.Names}}' | grep -E "$pattern" || true); do
     podman rm -f "$name" >/dev/null || say "could not remove container $name"
   done
 }
@@ -120,8 +121,8 @@ psql_admin() {  # $1 database; SQL on stdin
     -q -v ON_ERROR_STOP=1
 }
 fresh_database() {
-  printf 'SET client_min_messages = warning;\nDROP DATABASE IF EXISTS chom WITH (FORCE);\nCREATE DATABASE chom OWNER chom_storage;\n' \
-    | psql_admin postgres
+  printf '%s\n' 'SET client_min_messages = warning;' 'DROP DATABASE IF EXISTS chom WITH (FORCE);' \
+    'CREATE DATABASE chom OWNER chom_storage;' | psql_admin postgres
 }
 
 remove_hosts
